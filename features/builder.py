@@ -1,0 +1,278 @@
+"""The point-in-time feature builder: one engine (Ibis, DuckDB by default) for every feature.
+
+For each (account_id, as_of) pair it computes the catalogue in :mod:`features.definitions` from rows
+dated strictly before ``as_of``. The same function builds training rows (past dates) and scoring
+rows (today).
+
+How windows are computed (and why): every source table is rolled up to one row per account and
+day; one zero-valued row per (account, as_of) is added; each window is then a range-framed window
+function over the day number, ``RANGE BETWEEN N PRECEDING AND 1 PRECEDING``. A day-level frame
+that stops one day before the snapshot day is exactly "rows before as_of" when as_of is a date
+(midnight). This avoids a range join of every event with every snapshot, which is slower than
+pandas, and avoids ASOF joins, which Ibis cannot compile to Spark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+
+from features.contract import Tables
+from features.definitions import (
+    CATALOGUE,
+    HELPERS,
+    NPS_BUCKETS,
+    Attribute,
+    Derived,
+    Distinct,
+    FeatureSpec,
+    Since,
+    Window,
+)
+
+KEYS = ["account_id", "as_of"]
+SECONDS_PER_DAY = 86_400
+
+
+def _day(ts: ir.TimestampValue) -> ir.IntegerValue:
+    """Whole days since the Unix epoch: the ordering key of every window."""
+    return (ts.epoch_seconds() // SECONDS_PER_DAY).cast("int64")
+
+
+def _null() -> ir.Value:
+    return ibis.null("float64")
+
+
+def _ratio(a: ir.NumericValue, b: ir.NumericValue) -> ir.Value:
+    return ibis.cases((b > 0, a.cast("float64") / b), else_=_null())
+
+
+FORMULAS: dict[str, Callable[..., ir.Value]] = {
+    "ratio": _ratio,
+    "share_of_catalogue": _ratio,
+    "pct_change": lambda a, b: ibis.cases((b > 0, (a - b).cast("float64") / b), else_=_null()),
+    "difference": lambda a, b: (a - b).cast("float64"),
+    "nps_bucket": lambda nps: ibis.cases(
+        (nps >= 9, NPS_BUCKETS[2]), (nps >= 7, NPS_BUCKETS[1]), (nps >= 0, NPS_BUCKETS[0]),
+        else_=ibis.null("string")),
+}
+
+
+def observation_frame(observations: pd.DataFrame) -> pd.DataFrame:
+    """Check and normalise a frame of (account_id, as_of) pairs."""
+    missing = [c for c in KEYS if c not in observations.columns]
+    if missing:
+        raise ValueError(f"observations need columns {KEYS}; missing {missing}")
+    obs = observations[KEYS].copy()
+    obs["account_id"] = obs["account_id"].astype("string")
+    obs["as_of"] = pd.to_datetime(obs["as_of"]).astype("datetime64[us]")
+    if (obs["as_of"] != obs["as_of"].dt.normalize()).any():
+        raise ValueError("as_of must be a date (midnight); features use rows strictly before it")
+    dup = obs.duplicated(KEYS)
+    if dup.any():
+        first = obs[dup].iloc[0]
+        raise ValueError(f"duplicate observation ({first['account_id']}, {first['as_of']:%Y-%m-%d})")
+    return obs.reset_index(drop=True)
+
+
+def _rollups(con: ibis.BaseBackend, tables: Tables) -> dict[str, ir.Table]:
+    """Daily measures per account for every present event table."""
+    out: dict[str, ir.Table] = {}
+    if tables.usage_events is not None:
+        ev = con.create_table("usage_events", tables.usage_events[
+            ["account_id", "timestamp", "event", "user_id", "quantity"]])
+        ev = ev.mutate(day=_day(ev.timestamp))
+        out["usage_events"] = ev.group_by(["account_id", "day"]).agg(
+            events=ev.quantity.fill_null(1).sum().cast("float64"),
+            active=ev.count().clip(upper=1))
+        out["usage_events:event"] = ev.select("account_id", "day", key=ev.event).distinct()
+        out["usage_events:user_id"] = (ev.filter(ev.user_id.notnull())
+                                       .select("account_id", "day", key=ev.user_id).distinct())
+    if tables.touchpoints is not None:
+        tp = con.create_table("touchpoints", tables.touchpoints[
+            ["account_id", "timestamp", "initiated_by", "resolved_at"]])
+        proactive = (tp.initiated_by == "company").cast("int64")
+        reactive = (tp.initiated_by == "customer").cast("int64")
+        opened = tp.select("account_id", day=_day(tp.timestamp), proactive=proactive,
+                           reactive=reactive, resolved=ibis.literal(0, "int64"))
+        # A resolution is its own dated event: a ticket resolved on or after as_of is open then.
+        done = tp.filter((tp.initiated_by == "customer") & tp.resolved_at.notnull())
+        resolved = done.select("account_id", day=_day(done.resolved_at),
+                               proactive=ibis.literal(0, "int64"),
+                               reactive=ibis.literal(0, "int64"), resolved=ibis.literal(1, "int64"))
+        both = opened.union(resolved)
+        out["touchpoints"] = both.group_by(["account_id", "day"]).agg(
+            proactive=both.proactive.sum(), reactive=both.reactive.sum(),
+            resolved=both.resolved.sum())
+    if tables.surveys is not None:
+        sv = con.create_table("surveys", tables.surveys[["account_id", "timestamp", "kind", "score"]])
+        sv = sv.mutate(day=_day(sv.timestamp))
+        answered = sv.score.notnull()
+        out["surveys"] = sv.group_by(["account_id", "day"]).agg(
+            sent=sv.count(),
+            answered=answered.cast("int64").sum(),
+            csat_answered=((sv.kind == "csat") & answered).cast("int64").sum(),
+            csat_satisfied=((sv.kind == "csat") & (sv.score >= 4)).cast("int64").sum(),
+            nps_answered=((sv.kind == "nps") & answered).cast("int64").sum(),
+            # Several NPS answers on one day: their mean is that day's answer.
+            nps_score=sv.score.mean(where=(sv.kind == "nps") & answered))
+    return out
+
+
+def _window_frame(days: int | None, offset: int) -> tuple[int | None, int]:
+    end = -(1 + offset)
+    return (None if days is None else -(days + offset), end)
+
+
+def _windowed(rollup: ir.Table, snaps: ir.Table, specs: list[FeatureSpec],
+              extra: dict[str, Callable[[ir.Table], ir.Value]] | None = None) -> ir.Table:
+    """Window and recency features of one source, one row per snapshot."""
+    measures = sorted({spec.compute.measure for spec in specs})  # type: ignore[union-attr]
+    rows = rollup.select("account_id", "day", *measures, is_snap=ibis.literal(False))
+    zeros = {m: ibis.literal(0).cast(rollup[m].type()) for m in measures}
+    union = rows.union(snaps.select("account_id", "day", **zeros, is_snap=ibis.literal(True)))
+    cols: dict[str, ir.Value] = {}
+    for spec in specs:
+        c = spec.compute
+        if isinstance(c, Window):
+            frame = _window_frame(c.days or None, c.offset)
+            w = ibis.window(group_by="account_id", order_by="day", range=frame)
+            cols[spec.name] = union[c.measure].sum().over(w).fill_null(0).cast("float64")
+        elif isinstance(c, Since):
+            w = ibis.window(group_by="account_id", order_by="day", range=(None, -1))
+            last = ibis.cases((union[c.measure] > 0, union.day), else_=ibis.null("int64"))
+            cols[spec.name] = (union.day - last.max().over(w)).cast("float64")
+    for name, fn in (extra or {}).items():
+        cols[name] = fn(union)
+    return union.mutate(**cols).filter(union.is_snap).select("account_id", "day", *cols)
+
+
+def _distinct(pairs: ir.Table, snaps: ir.Table, specs: list[FeatureSpec]) -> ir.Table:
+    """Distinct keys per snapshot: a key counts if its last use before as_of is inside the window."""
+    keys = pairs.select("account_id", "key").distinct()
+    snap_keys = snaps.join(keys, "account_id").select("account_id", "key", "day",
+                                                      is_snap=ibis.literal(True))
+    union = pairs.mutate(is_snap=ibis.literal(False)).union(snap_keys)
+    w = ibis.window(group_by=["account_id", "key"], order_by="day", range=(None, -1))
+    last = ibis.cases((~union.is_snap, union.day), else_=ibis.null("int64")).max().over(w)
+    marked = union.mutate(last=last).filter(union.is_snap)
+    aggs = {spec.name: (marked["last"] >= marked.day - spec.compute.days).cast("float64").sum()  # type: ignore[union-attr]
+            for spec in specs}
+    counted = marked.group_by(["account_id", "day"]).agg(**aggs)
+    return snaps.select("account_id", "day").left_join(counted, ["account_id", "day"]).select(
+        "account_id", "day", **{s.name: counted[s.name].fill_null(0) for s in specs})
+
+
+def _catalogue_size(usage: ir.Table, snaps: ir.Table) -> ir.Table:
+    """Product features seen (by any account) before each snapshot date."""
+    first_seen = usage.group_by("key").agg(first=usage.day.min())
+    snap_days = snaps.select("day").distinct()
+    crossed = snap_days.cross_join(first_seen)
+    seen = crossed.filter(crossed["first"] < crossed.day)
+    return seen.group_by("day").agg(_catalogue_size=seen.count().cast("float64"))
+
+
+def _account_attributes(con: ibis.BaseBackend, tables: Tables, snaps: ir.Table) -> ir.Table:
+    acc = tables.accounts
+    acc_cols = ["account_id"] + [c for c in ("plan", "seats", "industry", "segment",
+                                             "signup_date") if c in acc]
+    accounts = con.create_table("accounts", acc[acc_cols])
+    subs = con.create_table("subscriptions", tables.subscriptions[
+        ["account_id", "start_date", "mrr"]])
+    subs = subs.mutate(start_day=_day(subs.start_date))
+    joined = snaps.join(subs, [snaps.account_id == subs.account_id, subs.start_day < snaps.day])
+    state = joined.group_by([snaps.account_id, snaps.day]).agg(
+        mrr=joined.mrr.argmax(joined.start_day), first_start=joined.start_day.min())
+    out = snaps.select("account_id", "day").left_join(state, ["account_id", "day"]).select(
+        "account_id", "day", "mrr", "first_start")
+    out = out.left_join(accounts, "account_id").select(
+        "account_id", "day", "mrr", "first_start", "plan", "seats", "industry", "segment",
+        signup=_day(accounts.signup_date))
+    start = ibis.cases((out.signup.notnull() & (out.signup < out.day), out.signup),
+                       else_=out.first_start)
+    return out.select("account_id", "day", "mrr", "plan", "seats", "industry", "segment",
+                      tenure_days=(out.day - start).cast("float64"))
+
+
+def _last_nps(rollup: ir.Table, snaps: ir.Table) -> ir.Table:
+    """Latest NPS answer before as_of: find its day with a window, then join that day's answer."""
+    nps_days = rollup.filter(rollup.nps_answered > 0).select("account_id", "day", "nps_answered")
+    spec = FeatureSpec("_last_nps_age", "surveys", "", Since("surveys", "nps_answered"))
+    age = _windowed(nps_days, snaps, [spec])
+    age = age.mutate(nps_day=age.day - age["_last_nps_age"].cast("int64"))
+    answers = rollup.select("account_id", nps_day=rollup.day, last_nps=rollup.nps_score)
+    return age.left_join(answers, ["account_id", "nps_day"]).select(
+        "account_id", "day", last_nps=answers.last_nps)
+
+
+def build_features(tables: Tables, observations: pd.DataFrame,
+                   specs: Iterable[FeatureSpec] = CATALOGUE) -> pd.DataFrame:
+    """Compute the feature catalogue for each (account_id, as_of) in ``observations``.
+
+    Only rows dated strictly before ``as_of`` are used. Families whose table is absent are null.
+
+    Returns:
+        A frame with ``account_id``, ``as_of`` and one column per feature, in the order of
+        ``observations``.
+    """
+    specs = list(specs)
+    obs = observation_frame(observations)
+    con = ibis.duckdb.connect()
+    snap_pd = obs.assign(day=(obs["as_of"] - pd.Timestamp("1970-01-01")).dt.days.astype("int64"),
+                         row=range(len(obs)))
+    snaps = con.create_table("snapshots", snap_pd)
+    rollups = _rollups(con, tables)
+    everything = {s.name: s for s in (*specs, *HELPERS)}
+    parts: list[ir.Table] = [_account_attributes(con, tables, snaps)]
+
+    by_source: dict[str, list[FeatureSpec]] = {}
+    for spec in everything.values():
+        if isinstance(spec.compute, Window | Since):
+            by_source.setdefault(spec.compute.source, []).append(spec)
+    for source, group in by_source.items():
+        if source in rollups:
+            parts.append(_windowed(rollups[source], snaps, group))
+    distinct = [s for s in specs if isinstance(s.compute, Distinct)]
+    for key in sorted({s.compute.key for s in distinct}):  # type: ignore[union-attr]
+        name = f"usage_events:{key}"
+        if name in rollups:
+            parts.append(_distinct(rollups[name], snaps,
+                                   [s for s in distinct if s.compute.key == key]))  # type: ignore[union-attr]
+    if "usage_events:event" in rollups:
+        parts.append(snaps.select("account_id", "day").left_join(
+            _catalogue_size(rollups["usage_events:event"], snaps), "day").select(
+            "account_id", "day", "_catalogue_size"))
+    if "surveys" in rollups:
+        parts.append(_last_nps(rollups["surveys"], snaps))
+
+    joined = snaps.select("account_id", "as_of", "day", "row")
+    for part in parts:
+        cols = [c for c in part.columns if c not in ("account_id", "day")]
+        joined = joined.left_join(part, ["account_id", "day"]).select(
+            *[c for c in joined.columns], *cols)
+    derived: dict[str, ir.Value] = {}
+    for spec in specs:
+        if isinstance(spec.compute, Derived):
+            inputs = [derived.get(i, joined[i] if i in joined.columns else _null())
+                      for i in spec.compute.inputs]
+            derived[spec.name] = FORMULAS[spec.compute.formula](*inputs)
+    joined = joined.mutate(**derived)
+    present = [s.name for s in specs if s.name in joined.columns]
+    frame = joined.order_by("row").select("account_id", "as_of", *present).to_pyarrow().to_pandas()
+    return _finish(frame, specs)
+
+
+def _finish(frame: pd.DataFrame, specs: list[FeatureSpec]) -> pd.DataFrame:
+    """Give every declared feature a column with its declared dtype (null when unavailable)."""
+    out = {"account_id": frame["account_id"].astype("string"),
+           "as_of": frame["as_of"].astype("datetime64[us]")}
+    for spec in specs:
+        values = frame[spec.name] if spec.name in frame else pd.Series(None, index=frame.index)
+        if spec.dtype == "category":
+            out[spec.name] = values.astype("string")
+        else:
+            out[spec.name] = pd.to_numeric(values, errors="coerce").astype("float64")
+    return pd.DataFrame(out)

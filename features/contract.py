@@ -1,0 +1,355 @@
+"""Input data contract v1: the five tables, how they are read, and how they are validated.
+
+A data directory holds one CSV or Parquet file per table (``accounts.csv``, ``subscriptions.parquet``
+...). ``load_tables`` reads and validates them and returns typed pandas frames; any violation raises
+:class:`DataContractError` naming the file, the column and the first bad rows. See
+``docs/data-contract.md`` for the user-facing description.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+Kind = Literal["id", "str", "date", "datetime", "float", "int"]
+
+#: The suffixes we read, in the order we look for them.
+SUFFIXES = (".parquet", ".csv", ".csv.gz")
+#: How many bad rows an error message quotes.
+MAX_QUOTED_ROWS = 5
+
+
+class DataContractError(ValueError):
+    """Input data breaks the contract. The message names file, column and first bad rows."""
+
+    def __init__(self, file: str, message: str, column: str | None = None,
+                 rows: list[int] | None = None):
+        self.file, self.column, self.rows = file, column, rows or []
+        where = f"{file}" + (f", column '{column}'" if column else "")
+        shown = ""
+        if self.rows:
+            shown = f" (rows {', '.join(str(r) for r in self.rows[:MAX_QUOTED_ROWS])}"
+            shown += ", ..." if len(self.rows) > MAX_QUOTED_ROWS else ""
+            shown += ")"
+        super().__init__(f"{where}: {message}{shown}")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table: its kind, whether it must be present, and its allowed values."""
+
+    name: str
+    kind: Kind
+    required: bool = True
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table of the contract."""
+
+    name: str
+    columns: tuple[Column, ...]
+    required: bool
+    key: tuple[str, ...] = ()
+    #: The column that dates a row, used for point-in-time filtering.
+    time_column: str | None = None
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+
+ACCOUNTS = TableSpec(
+    "accounts",
+    (
+        Column("account_id", "id"),
+        Column("plan", "str", required=False, nullable=True),
+        Column("seats", "int", required=False, nullable=True, min=0),
+        Column("industry", "str", required=False, nullable=True),
+        Column("segment", "str", required=False, nullable=True),
+        Column("signup_date", "date", required=False, nullable=True),
+    ),
+    required=True,
+    key=("account_id",),
+)
+SUBSCRIPTIONS = TableSpec(
+    "subscriptions",
+    (
+        Column("account_id", "id"),
+        Column("start_date", "date"),
+        Column("end_date", "date", nullable=True),
+        Column("mrr", "float", required=False, nullable=True, min=0),
+    ),
+    required=True,
+    key=("account_id", "start_date"),
+    time_column="start_date",
+)
+USAGE_EVENTS = TableSpec(
+    "usage_events",
+    (
+        Column("account_id", "id"),
+        Column("timestamp", "datetime"),
+        Column("event", "str"),
+        Column("user_id", "str", required=False, nullable=True),
+        Column("quantity", "float", required=False, nullable=True, min=0),
+    ),
+    required=False,
+    time_column="timestamp",
+)
+TOUCHPOINTS = TableSpec(
+    "touchpoints",
+    (
+        Column("account_id", "id"),
+        Column("timestamp", "datetime"),
+        Column("channel", "str"),
+        Column("initiated_by", "str", choices=("company", "customer")),
+        Column("resolved_at", "datetime", required=False, nullable=True),
+    ),
+    required=False,
+    time_column="timestamp",
+)
+SURVEYS = TableSpec(
+    "surveys",
+    (
+        Column("account_id", "id"),
+        Column("timestamp", "datetime"),
+        Column("kind", "str", choices=("nps", "csat")),
+        # Empty score = the survey was sent and not answered (counts against the response rate).
+        Column("score", "float", nullable=True),
+    ),
+    required=False,
+    key=("account_id", "timestamp", "kind"),
+    time_column="timestamp",
+)
+TABLES: tuple[TableSpec, ...] = (ACCOUNTS, SUBSCRIPTIONS, USAGE_EVENTS, TOUCHPOINTS, SURVEYS)
+#: Valid score ranges per survey kind.
+SCORE_RANGES = {"nps": (0, 10), "csat": (1, 5)}
+
+
+@dataclass
+class Tables:
+    """The validated input tables. Optional tables that were absent are ``None``."""
+
+    accounts: pd.DataFrame
+    subscriptions: pd.DataFrame
+    usage_events: pd.DataFrame | None = None
+    touchpoints: pd.DataFrame | None = None
+    surveys: pd.DataFrame | None = None
+    source: str = "<memory>"
+    files: dict[str, str] = field(default_factory=dict)
+
+    def get(self, name: str) -> pd.DataFrame | None:
+        return getattr(self, name)
+
+    @property
+    def available(self) -> list[str]:
+        """Names of the tables that are present."""
+        return [t.name for t in TABLES if self.get(t.name) is not None]
+
+    def latest_date(self) -> pd.Timestamp:
+        """The latest date anywhere in the data (the default ``observed_until``)."""
+        dates: list[pd.Timestamp] = []
+        for spec in TABLES:
+            frame = self.get(spec.name)
+            if frame is None:
+                continue
+            for col in spec.columns:
+                if col.kind in ("date", "datetime") and col.name in frame and len(frame):
+                    value = frame[col.name].max()
+                    if pd.notna(value):
+                        dates.append(value)
+        if not dates:
+            raise DataContractError(self.source, "no dates found in any table")
+        return max(dates).normalize()
+
+
+def find_table_file(data_dir: Path, name: str) -> Path | None:
+    """The file holding table ``name`` in ``data_dir`` (Parquet preferred), or None."""
+    for suffix in SUFFIXES:
+        path = data_dir / f"{name}{suffix}"
+        if path.exists():
+            return path
+    return None
+
+
+def read_raw(path: Path) -> pd.DataFrame:
+    """Read a table file as-is (CSV as strings, so that validation sees what was written)."""
+    if path.name.endswith(".parquet"):
+        return pd.read_parquet(path)
+    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+
+
+def load_tables(data_dir: str | Path) -> Tables:
+    """Read and validate every table in ``data_dir``.
+
+    Raises:
+        DataContractError: a required table or column is missing, or a value breaks the contract.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataContractError(str(data_dir), "data directory does not exist")
+    frames: dict[str, pd.DataFrame] = {}
+    files: dict[str, str] = {}
+    for spec in TABLES:
+        path = find_table_file(data_dir, spec.name)
+        if path is None:
+            if spec.required:
+                expected = " or ".join(f"{spec.name}{s}" for s in SUFFIXES)
+                raise DataContractError(str(data_dir), f"required table missing: expected {expected}")
+            continue
+        frames[spec.name] = validate_table(spec, read_raw(path), path.name)
+        files[spec.name] = path.name
+    tables = Tables(**frames, source=str(data_dir), files=files)
+    check_references(tables)
+    return tables
+
+
+def validate_tables(tables: Tables) -> Tables:
+    """Validate frames built in memory (e.g. by the generator or a test) like files on disk."""
+    out = {}
+    for spec in TABLES:
+        frame = tables.get(spec.name)
+        if frame is None:
+            if spec.required:
+                raise DataContractError(spec.name, "required table missing")
+            continue
+        out[spec.name] = validate_table(spec, frame, tables.files.get(spec.name, spec.name))
+    result = Tables(**out, source=tables.source, files=tables.files)
+    check_references(result)
+    return result
+
+
+def _row_numbers(frame: pd.DataFrame, mask: pd.Series, file: str) -> list[int]:
+    """Human row numbers of bad rows: CSV line numbers (header is line 1) or 0-based Parquet rows."""
+    positions = [int(i) for i in mask.to_numpy().nonzero()[0][: MAX_QUOTED_ROWS + 1]]
+    offset = 2 if ".csv" in file else 0
+    return [p + offset for p in positions]
+
+
+def _parse(spec: TableSpec, col: Column, values: pd.Series, file: str) -> pd.Series:
+    present = values.notna()
+    if values.dtype == object or pd.api.types.is_string_dtype(values):
+        present &= values.astype(str).str.strip() != ""
+    if col.kind in ("id", "str"):
+        parsed = values.astype("string").str.strip()
+        parsed = parsed.where(present, None)
+    elif col.kind in ("date", "datetime"):
+        if pd.api.types.is_datetime64_any_dtype(values):
+            parsed = values
+            if getattr(values.dt, "tz", None) is not None:
+                parsed = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        else:
+            # ISO 8601 only: "03/04/2024" is ambiguous (D/M or M/D) and must come with a mapping.
+            parsed = pd.to_datetime(values.where(present, None), format="ISO8601",
+                                    errors="coerce", utc=True).dt.tz_localize(None)
+        bad = present & parsed.isna()
+        if bad.any():
+            example = values[bad].iloc[0]
+            raise DataContractError(file, f"unparseable {col.kind} {example!r} (expected ISO 8601, "
+                                    "e.g. 2024-03-31)", col.name, _row_numbers(values, bad, file))
+        parsed = parsed.astype("datetime64[us]")
+        if col.kind == "date":
+            parsed = parsed.dt.normalize()
+    else:
+        parsed = pd.to_numeric(values.where(present, None), errors="coerce")
+        bad = present & parsed.isna()
+        if bad.any():
+            example = values[bad].iloc[0]
+            raise DataContractError(file, f"not a number: {example!r}", col.name,
+                                    _row_numbers(values, bad, file))
+        parsed = parsed.astype("float64")
+        if col.kind == "int":
+            frac = parsed.notna() & (parsed != parsed.round())
+            if frac.any():
+                raise DataContractError(file, "expected whole numbers", col.name,
+                                        _row_numbers(values, frac, file))
+        for bound, bad in (("min", parsed < col.min if col.min is not None else None),
+                           ("max", parsed > col.max if col.max is not None else None)):
+            if bad is not None and bad.any():
+                limit = col.min if bound == "min" else col.max
+                word = "below" if bound == "min" else "above"
+                raise DataContractError(file, f"value {parsed[bad].iloc[0]:g} {word} {limit:g}",
+                                        col.name, _row_numbers(values, bad, file))
+    missing = parsed.isna()
+    if not col.nullable and missing.any():
+        raise DataContractError(file, "empty values are not allowed", col.name,
+                                _row_numbers(values, missing, file))
+    if col.choices is not None:
+        bad = parsed.notna() & ~parsed.isin(col.choices)
+        if bad.any():
+            raise DataContractError(file, f"unexpected value {parsed[bad].iloc[0]!r}; expected one "
+                                    f"of {', '.join(col.choices)}", col.name,
+                                    _row_numbers(values, bad, file))
+    return parsed
+
+
+def validate_table(spec: TableSpec, raw: pd.DataFrame, file: str) -> pd.DataFrame:
+    """Check and type one table; columns outside the contract are kept as they are."""
+    raw = raw.reset_index(drop=True)
+    missing = [c.name for c in spec.columns if c.required and c.name not in raw.columns]
+    if missing:
+        raise DataContractError(file, f"missing required column(s): {', '.join(missing)}; found "
+                                f"{', '.join(map(str, raw.columns)) or 'no columns'}")
+    out = raw.copy()
+    for col in spec.columns:
+        if col.name in raw.columns:
+            out[col.name] = _parse(spec, col, raw[col.name], file)
+        else:
+            out[col.name] = pd.Series(pd.NA if col.kind in ("id", "str") else None,
+                                      index=raw.index, dtype=_empty_dtype(col.kind))
+    if spec.key:
+        dup = out.duplicated(list(spec.key), keep="first")
+        if dup.any():
+            raise DataContractError(file, f"duplicate key ({', '.join(spec.key)})",
+                                    ", ".join(spec.key), _row_numbers(out, dup, file))
+    _check_rules(spec, out, file)
+    return out
+
+
+def _empty_dtype(kind: Kind) -> str:
+    return {"id": "string", "str": "string", "date": "datetime64[us]",
+            "datetime": "datetime64[us]", "float": "float64", "int": "float64"}[kind]
+
+
+def _check_rules(spec: TableSpec, frame: pd.DataFrame, file: str) -> None:
+    """Cross-column rules of the contract."""
+    if spec.name == "subscriptions":
+        bad = frame["end_date"].notna() & (frame["end_date"] < frame["start_date"])
+        if bad.any():
+            raise DataContractError(file, "end_date before start_date", "end_date",
+                                    _row_numbers(frame, bad, file))
+    if spec.name == "touchpoints":
+        bad = frame["resolved_at"].notna() & (frame["resolved_at"] < frame["timestamp"])
+        if bad.any():
+            raise DataContractError(file, "resolved_at before timestamp", "resolved_at",
+                                    _row_numbers(frame, bad, file))
+    if spec.name == "surveys":
+        for kind, (low, high) in SCORE_RANGES.items():
+            bad = (frame["kind"] == kind) & frame["score"].notna()
+            bad &= (frame["score"] < low) | (frame["score"] > high)
+            if bad.any():
+                raise DataContractError(
+                    file, f"{kind} score {frame['score'][bad].iloc[0]:g} out of range "
+                    f"{low}-{high}", "score", _row_numbers(frame, bad.fillna(False), file))
+
+
+def check_references(tables: Tables) -> None:
+    """Every account_id in another table must name an account in ``accounts``."""
+    known = pd.Index(tables.accounts["account_id"].dropna().unique())
+    for spec in TABLES[1:]:
+        frame = tables.get(spec.name)
+        if frame is None:
+            continue
+        bad = ~frame["account_id"].isin(known)
+        if bad.any():
+            file = tables.files.get(spec.name, spec.name)
+            raise DataContractError(
+                file, f"account_id {frame['account_id'][bad].iloc[0]!r} is not in "
+                f"{tables.files.get('accounts', 'accounts')}", "account_id",
+                _row_numbers(frame, bad, file))

@@ -1,0 +1,231 @@
+"""The feature catalogue: every feature declared once, computed by one engine (``builder``).
+
+Each :class:`FeatureSpec` says what a feature means (family, window, aggregation, a plain-language
+description that CS people read in the API's reasons and in ``docs/features.md``) and how it is
+computed, as one of a few declarative computations:
+
+* :class:`Window`   -- aggregate a daily measure over the N days before ``as_of`` (optionally
+  shifted back, for "the 30 days before that").
+* :class:`Since`    -- days from the last day a measure was non-zero to ``as_of``.
+* :class:`Distinct` -- distinct keys (events, users) seen in the N days before ``as_of``.
+* :class:`Derived`  -- a formula over other features (ratios, trends, buckets).
+* :class:`Attribute`-- an account attribute or the state of its subscription at ``as_of``.
+
+Windows are always ``[as_of - N days, as_of)``: rows dated on ``as_of`` or later are never used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Family = Literal["usage_depth", "usage_frequency", "touchpoints", "surveys", "account"]
+Dtype = Literal["float", "category"]
+
+FAMILY_TABLE: dict[str, str] = {
+    "usage_depth": "usage_events",
+    "usage_frequency": "usage_events",
+    "touchpoints": "touchpoints",
+    "surveys": "surveys",
+    "account": "accounts",
+}
+
+
+@dataclass(frozen=True)
+class Window:
+    """Sum of a daily measure of ``source`` over ``days`` days, ending ``offset`` days before as_of."""
+
+    source: str
+    measure: str
+    days: int
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class Since:
+    """Days since the last day on which ``measure`` of ``source`` was non-zero."""
+
+    source: str
+    measure: str
+
+
+@dataclass(frozen=True)
+class Distinct:
+    """Distinct values of ``key`` in ``source`` over the ``days`` days before as_of."""
+
+    source: str
+    key: str
+    days: int
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A formula over other features; ``formula`` names a function in ``builder.FORMULAS``."""
+
+    formula: str
+    inputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """An account attribute, or a property of the subscription state at as_of."""
+
+    name: str
+
+
+Computation = Window | Since | Distinct | Derived | Attribute
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One declared feature."""
+
+    name: str
+    family: Family
+    description: str
+    compute: Computation
+    window_days: int | None = None
+    aggregation: str = "sum"
+    dtype: Dtype = "float"
+    #: Unit used when the value is shown to people ("days", "%", "events" ...).
+    unit: str = ""
+    #: Fat-tailed counts are log-scaled (log1p) in the health components.
+    fat_tailed: bool = False
+
+    @property
+    def table(self) -> str:
+        return FAMILY_TABLE[self.family]
+
+
+def _window(name: str, family: Family, source: str, measure: str, days: int, description: str,
+            unit: str, offset: int = 0, fat_tailed: bool = False,
+            aggregation: str = "sum") -> FeatureSpec:
+    return FeatureSpec(name, family, description, Window(source, measure, days, offset),
+                       window_days=days, aggregation=aggregation, unit=unit, fat_tailed=fat_tailed)
+
+
+CATALOGUE: tuple[FeatureSpec, ...] = (
+    # --- usage depth: how much of the product the account uses, and by how many people
+    FeatureSpec("distinct_events_30d", "usage_depth",
+                "Distinct product features used in the last 30 days",
+                Distinct("usage_events", "event", 30), window_days=30,
+                aggregation="count distinct", unit="features"),
+    FeatureSpec("catalogue_share_30d", "usage_depth",
+                "Share of the product's feature catalogue used in the last 30 days",
+                Derived("share_of_catalogue", ("distinct_events_30d", "_catalogue_size")),
+                window_days=30, aggregation="ratio", unit="%"),
+    FeatureSpec("active_users_30d", "usage_depth",
+                "Distinct active users in the last 30 days",
+                Distinct("usage_events", "user_id", 30), window_days=30,
+                aggregation="count distinct", unit="users", fat_tailed=True),
+    FeatureSpec("active_users_per_seat_30d", "usage_depth",
+                "Active users in the last 30 days per licensed seat",
+                Derived("ratio", ("active_users_30d", "seats")), window_days=30,
+                aggregation="ratio", unit="%"),
+    FeatureSpec("events_per_active_user_30d", "usage_depth",
+                "Product events per active user in the last 30 days",
+                Derived("ratio", ("events_30d", "active_users_30d")), window_days=30,
+                aggregation="ratio", unit="events", fat_tailed=True),
+    # --- usage frequency: how often the account uses the product, and the trend
+    _window("events_7d", "usage_frequency", "usage_events", "events", 7,
+            "Product events in the last 7 days", "events", fat_tailed=True),
+    _window("events_30d", "usage_frequency", "usage_events", "events", 30,
+            "Product events in the last 30 days", "events", fat_tailed=True),
+    _window("events_90d", "usage_frequency", "usage_events", "events", 90,
+            "Product events in the last 90 days", "events", fat_tailed=True),
+    _window("events_prev_30d", "usage_frequency", "usage_events", "events", 30,
+            "Product events in the 30 days before the last 30", "events", offset=30,
+            fat_tailed=True),
+    _window("active_days_7d", "usage_frequency", "usage_events", "active", 7,
+            "Days with any product use in the last 7 days", "days", aggregation="count days"),
+    _window("active_days_30d", "usage_frequency", "usage_events", "active", 30,
+            "Days with any product use in the last 30 days", "days", aggregation="count days"),
+    _window("active_days_90d", "usage_frequency", "usage_events", "active", 90,
+            "Days with any product use in the last 90 days", "days", aggregation="count days"),
+    FeatureSpec("events_trend_30d", "usage_frequency",
+                "Change in product events, last 30 days vs the 30 days before",
+                Derived("pct_change", ("events_30d", "events_prev_30d")), window_days=60,
+                aggregation="change", unit="%"),
+    FeatureSpec("days_since_last_event", "usage_frequency",
+                "Days since the account last used the product",
+                Since("usage_events", "active"), aggregation="recency", unit="days"),
+    # --- touchpoints: proactive success (company-initiated) vs reactive service (customer-initiated)
+    _window("proactive_touchpoints_90d", "touchpoints", "touchpoints", "proactive", 90,
+            "Proactive contacts from the company (check-ins, QBRs, emails) in the last 90 days",
+            "contacts", aggregation="count"),
+    _window("reactive_touchpoints_90d", "touchpoints", "touchpoints", "reactive", 90,
+            "Support requests from the customer (tickets, chats) in the last 90 days",
+            "requests", aggregation="count", fat_tailed=True),
+    FeatureSpec("days_since_last_proactive", "touchpoints",
+                "Days since the company last reached out to the account proactively",
+                Since("touchpoints", "proactive"), aggregation="recency", unit="days"),
+    FeatureSpec("open_tickets", "touchpoints",
+                "Support requests opened and not yet resolved",
+                Derived("difference", ("_reactive_total", "_resolved_total")),
+                aggregation="open at as_of", unit="tickets"),
+    # --- surveys: NPS (0-10) and CSAT (1-5, satisfied = 4 or 5)
+    FeatureSpec("last_nps", "surveys", "Latest NPS answer (0-10)",
+                Attribute("last_nps"), aggregation="last", unit="points"),
+    FeatureSpec("nps_bucket", "surveys",
+                "Latest NPS answer as detractor (0-6), passive (7-8) or promoter (9-10)",
+                Derived("nps_bucket", ("last_nps",)), aggregation="last", dtype="category"),
+    FeatureSpec("csat_satisfied_share_180d", "surveys",
+                "Share of CSAT answers in the last 180 days that were satisfied (4 or 5 of 5)",
+                Derived("ratio", ("_csat_satisfied_180d", "_csat_answered_180d")),
+                window_days=180, aggregation="ratio", unit="%"),
+    FeatureSpec("survey_response_rate_365d", "surveys",
+                "Share of surveys sent in the last 365 days that were answered",
+                Derived("ratio", ("_surveys_answered_365d", "_surveys_sent_365d")),
+                window_days=365, aggregation="ratio", unit="%"),
+    FeatureSpec("days_since_last_survey", "surveys",
+                "Days since the account was last sent a survey",
+                Since("surveys", "sent"), aggregation="recency", unit="days"),
+    # --- account: who the customer is and where its subscription stands
+    FeatureSpec("tenure_days", "account", "Days since the account became a customer",
+                Attribute("tenure_days"), aggregation="as of", unit="days"),
+    FeatureSpec("plan", "account", "Subscription plan", Attribute("plan"), dtype="category",
+                aggregation="attribute"),
+    FeatureSpec("seats", "account", "Licensed seats", Attribute("seats"), aggregation="attribute",
+                unit="seats", fat_tailed=True),
+    FeatureSpec("mrr", "account", "Monthly recurring revenue of the current subscription",
+                Attribute("mrr"), aggregation="as of", unit="currency", fat_tailed=True),
+    FeatureSpec("industry", "account", "Industry", Attribute("industry"), dtype="category",
+                aggregation="attribute"),
+    FeatureSpec("segment", "account", "Customer segment", Attribute("segment"), dtype="category",
+                aggregation="attribute"),
+)
+
+#: Intermediate columns computed on the way (prefixed with "_", never model inputs).
+HELPERS: tuple[FeatureSpec, ...] = (
+    _window("_reactive_total", "touchpoints", "touchpoints", "reactive", 0, "", ""),
+    _window("_resolved_total", "touchpoints", "touchpoints", "resolved", 0, "", ""),
+    _window("_csat_satisfied_180d", "surveys", "surveys", "csat_satisfied", 180, "", ""),
+    _window("_csat_answered_180d", "surveys", "surveys", "csat_answered", 180, "", ""),
+    _window("_surveys_answered_365d", "surveys", "surveys", "answered", 365, "", ""),
+    _window("_surveys_sent_365d", "surveys", "surveys", "sent", 365, "", ""),
+)
+
+NPS_BUCKETS = ("detractor", "passive", "promoter")
+
+
+def feature_names() -> list[str]:
+    """Names of all model features, in catalogue order."""
+    return [spec.name for spec in CATALOGUE]
+
+
+def catalogue_by_name() -> dict[str, FeatureSpec]:
+    return {spec.name: spec for spec in CATALOGUE}
+
+
+def categorical_features() -> list[str]:
+    return [spec.name for spec in CATALOGUE if spec.dtype == "category"]
+
+
+def catalogue_records() -> list[dict[str, object]]:
+    """The catalogue as plain records (for MLflow artifacts, the API and the docs)."""
+    return [
+        {"name": s.name, "family": s.family, "table": s.table, "window_days": s.window_days,
+         "aggregation": s.aggregation, "dtype": s.dtype, "unit": s.unit,
+         "description": s.description}
+        for s in CATALOGUE
+    ]

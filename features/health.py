@@ -1,0 +1,109 @@
+"""The customer health score: usage, engagement and sentiment rules blended with model risk.
+
+Every component is a score from 0 to 100 (100 = healthiest):
+
+* ``usage``      -- frequency and depth of product use (active days, active users per seat, share
+  of the feature catalogue used, 30-day trend).
+* ``engagement`` -- the relationship: recent proactive contact, few support requests (log-scaled,
+  a fat-tailed count) and few open tickets.
+* ``sentiment``  -- the latest NPS answer and the share of satisfied CSAT answers.
+* ``risk``       -- ``100 * (1 - churn_probability)`` from the model.
+
+A component without data (no surveys yet, no touchpoint table) is left out and its weight is
+shared among the others in proportion to their weights. This module is pure so that serving (the
+live score), training (the rule-only baseline and the health backtest) and notebooks share one
+definition; serving owns the configured weights and bands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+COMPONENTS = ("usage", "engagement", "sentiment", "risk")
+DEFAULT_WEIGHTS: dict[str, float] = {"usage": 0.3, "engagement": 0.2, "sentiment": 0.2,
+                                     "risk": 0.3}
+#: Lower bounds of the health bands, best first.
+DEFAULT_BANDS: dict[str, float] = {"green": 70.0, "amber": 40.0, "red": 0.0}
+
+Columns = Mapping[str, np.ndarray]
+
+
+def _col(values: Columns, name: str, n: int) -> np.ndarray:
+    col = values.get(name)
+    if col is None:
+        return np.full(n, np.nan)
+    return np.asarray(col, dtype=np.float64)
+
+
+def _mean_available(parts: list[np.ndarray]) -> np.ndarray:
+    stacked = np.vstack(parts)
+    count = np.sum(~np.isnan(stacked), axis=0)
+    total = np.nansum(stacked, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def component_scores(values: Columns, churn_probability: np.ndarray | None = None
+                     ) -> dict[str, np.ndarray]:
+    """Rule-based component scores (0-100, NaN = no data) from feature columns."""
+    n = len(next(iter(values.values()))) if values else (
+        0 if churn_probability is None else len(churn_probability))
+    clip = lambda x: np.clip(x, 0.0, 1.0)  # noqa: E731
+
+    active_days = _col(values, "active_days_30d", n)
+    usage = _mean_available([
+        clip(active_days / 20.0),  # about 20 working days a month
+        clip(_col(values, "active_users_per_seat_30d", n)),
+        clip(_col(values, "catalogue_share_30d", n) / 0.6),  # using 60 % of the product is deep use
+        np.where(active_days > 0, clip(0.5 + _col(values, "events_trend_30d", n) / 2.0),
+                 np.where(np.isnan(active_days), np.nan, 0.0)),
+    ])
+    proactive_90d = _col(values, "proactive_touchpoints_90d", n)
+    has_touchpoints = ~np.isnan(proactive_90d)
+    since = _col(values, "days_since_last_proactive", n)
+    recency = np.where(np.isnan(since), 0.0, clip(1.0 - since / 90.0))
+    reactive = _col(values, "reactive_touchpoints_90d", n)
+    engagement = _mean_available([
+        np.where(has_touchpoints, recency, np.nan),
+        1.0 - clip(np.log1p(reactive) / np.log1p(12.0)),
+        1.0 - clip(_col(values, "open_tickets", n) / 3.0),
+    ])
+    sentiment = _mean_available([
+        _col(values, "last_nps", n) / 10.0,
+        _col(values, "csat_satisfied_share_180d", n),
+    ])
+    scores = {"usage": 100 * usage, "engagement": 100 * engagement, "sentiment": 100 * sentiment}
+    scores["risk"] = (np.full(n, np.nan) if churn_probability is None
+                      else 100 * (1.0 - np.asarray(churn_probability, dtype=np.float64)))
+    return scores
+
+
+def blend(components: Mapping[str, np.ndarray], weights: Mapping[str, float] = DEFAULT_WEIGHTS
+          ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Weighted mean of the available components.
+
+    Returns:
+        ``(health, effective_weights)``: health 0-100 (NaN when no component has data) and, per
+        component, the weight actually applied to each row (0 where the component had no data).
+    """
+    names = [c for c in COMPONENTS if c in components and weights.get(c, 0) > 0]
+    stacked = np.vstack([np.asarray(components[c], dtype=np.float64) for c in names])
+    w = np.array([weights[c] for c in names], dtype=np.float64)[:, None]
+    present = ~np.isnan(stacked)
+    applied = np.where(present, w, 0.0)
+    total = applied.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        effective = np.where(total > 0, applied / total, 0.0)
+        health = np.where(total > 0, np.nansum(np.where(present, stacked, 0) * effective, axis=0),
+                          np.nan)
+    return health, {c: effective[i] for i, c in enumerate(names)}
+
+
+def band(health: float, bands: Mapping[str, float] = DEFAULT_BANDS) -> str:
+    """The first band (best first) whose lower bound the score reaches."""
+    for name, low in sorted(bands.items(), key=lambda kv: -kv[1]):
+        if health >= low:
+            return name
+    return list(bands)[-1]
