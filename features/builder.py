@@ -25,7 +25,6 @@ from features.definitions import (
     CATALOGUE,
     HELPERS,
     NPS_BUCKETS,
-    Attribute,
     Derived,
     Distinct,
     FeatureSpec,

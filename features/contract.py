@@ -152,6 +152,16 @@ class Tables:
         """Names of the tables that are present."""
         return [t.name for t in TABLES if self.get(t.name) is not None]
 
+    def activity_start(self) -> pd.Timestamp:
+        """The earliest timestamp of the event tables (usage, touchpoints, surveys); when none is
+        present, the earliest subscription start. Features are only meaningful after it."""
+        starts = [frame[spec.time_column].min() for spec in TABLES[2:]
+                  if (frame := self.get(spec.name)) is not None and len(frame)]
+        starts = [s for s in starts if pd.notna(s)]
+        if not starts:
+            starts = [self.subscriptions["start_date"].min()]
+        return min(starts).normalize()
+
     def latest_date(self) -> pd.Timestamp:
         """The latest date anywhere in the data (the default ``observed_until``)."""
         dates: list[pd.Timestamp] = []

@@ -16,6 +16,8 @@ from features.contract import Tables
 
 DEFAULT_HORIZON_DAYS = 90
 DEFAULT_GRACE_DAYS = 30
+#: Default history before the first observation date: the longest usage window.
+LOOKBACK_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ def training_observations(tables: Tables, config: LabelConfig = LabelConfig(),
                           first: pd.Timestamp | str | None = None) -> pd.DataFrame:
     """Labelled observations: accounts active at each observation date, churned within horizon.
 
-    Observation dates run from ``first`` (default: one month after the earliest subscription) to
+    Observation dates run from ``first`` (default: the first date at least ``LOOKBACK_DAYS`` after
+    the data's activity starts, so that the usage windows are filled) to
     the last date whose horizon ends on or before ``observed_until`` (default: latest data date);
     later dates would have unobserved labels and are left out.
 
@@ -92,7 +95,7 @@ def training_observations(tables: Tables, config: LabelConfig = LabelConfig(),
                       else pd.Timestamp(observed_until).normalize())
     spells = account_spells(tables.subscriptions, observed_until, config.grace_days)
     if first is None:
-        first = (spells["start"].min() + pd.offsets.MonthBegin(2)).normalize()
+        first = tables.activity_start() + pd.Timedelta(days=LOOKBACK_DAYS)
     last = observed_until - pd.Timedelta(days=config.horizon_days)
     dates = observation_dates(pd.Timestamp(first), last, config.frequency)
     if not dates:
