@@ -1,0 +1,338 @@
+"""Loading the served model from MLflow: the only module in ``serving`` that talks to MLflow.
+
+The model ``churn train`` registers is an MLflow pyfunc whose model directory holds
+``artifacts/booster.txt`` (a LightGBM model file) and ``artifacts/metadata.json`` (the
+:class:`~features.modelframe.FeatureEncoder`, the feature catalogue, the horizon, metrics ...).
+Serving does not go through ``mlflow.pyfunc.load_model``: it reads those two files and keeps the
+booster, so that scoring one account is a LightGBM call on one encoded row.
+
+Accepted model URIs:
+
+* ``models:/<name>@<alias>`` (default ``models:/churn-risk@champion``), ``models:/<name>/<version>``,
+  ``models:/<name>/latest`` and ``models:/m-<logged model id>``;
+* ``runs:/<run_id>/<path>`` and any other artifact URI MLflow can download;
+* a local model directory (the one holding ``MLmodel``), or its ``artifacts`` directory.
+
+Registry look-ups use an ``MlflowClient`` bound to the given tracking URI; the global MLflow
+tracking/registry URIs are never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import lightgbm as lgb
+import numpy as np
+
+from features.definitions import catalogue_by_name
+from features.modelframe import FeatureEncoder
+
+log = logging.getLogger(__name__)
+
+BOOSTER_FILE = "booster.txt"
+METADATA_FILE = "metadata.json"
+#: LightGBM threads per prediction. Scoring requests are small and uvicorn may run one worker per
+#: core; OpenMP's default (one thread per core in every worker) oversubscribes the CPU.
+PREDICT_THREADS = 1
+
+TRAIN_HINT = ("Train and register a model with `churn train`, or point CHURN_MODEL_URI "
+              "(--model-uri) at an existing model.")
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be found or read. The message says what to do about it."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to score: the booster plus everything needed to encode its input."""
+
+    name: str
+    version: str | None
+    alias: str | None
+    booster: lgb.Booster
+    encoder: FeatureEncoder
+    catalogue: list[dict[str, Any]]
+    metadata: dict[str, Any]
+    uri: str = ""
+    source: str = ""
+    feature_index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_index",
+                           {n: j for j, n in enumerate(self.encoder.feature_names)})
+
+    @property
+    def horizon_days(self) -> int | None:
+        return self.metadata.get("horizon_days")
+
+    @property
+    def trained_at(self) -> str | None:
+        return self.metadata.get("trained_at")
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.metadata.get("metrics") or {})
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """Churn probabilities for rows encoded by ``self.encoder`` (single-threaded)."""
+        return np.asarray(self.booster.predict(matrix, num_threads=PREDICT_THREADS),
+                          dtype=np.float64)
+
+
+def redact(uri: str) -> str:
+    """``uri`` without a password (``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``)."""
+    return re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", uri)
+
+
+def _check_tracking_store(tracking_uri: str) -> None:
+    """Fail clearly on a missing SQLite store (MLflow would silently create an empty one)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    path = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return
+    if not Path(path).exists():
+        raise ModelLoadError(
+            f"MLflow tracking store {tracking_uri} does not exist (looked for "
+            f"{Path(path).resolve()}). {TRAIN_HINT} Set CHURN_TRACKING_URI or MLFLOW_TRACKING_URI "
+            "if the store is elsewhere.")
+
+
+def _client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _not_found(exc: Exception) -> bool:
+    code = getattr(exc, "error_code", "")
+    return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def _resolve_registered(model_uri: str, tracking_uri: str
+                        ) -> tuple[str | None, str | None, str | None, str]:
+    """``models:/...`` -> (registered name, version, alias, artifact location of the model)."""
+    from mlflow.exceptions import MlflowException
+
+    ref = model_uri[len("models:/"):].strip("/")
+    where = f"in {redact(tracking_uri)}"
+    client = _client(tracking_uri)
+    try:
+        if ref.startswith("m-") and "/" not in ref and "@" not in ref:
+            logged = client.get_logged_model(ref)
+            return None, None, None, logged.artifact_location
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = None
+        elif "/" in ref:
+            name, version = ref.split("/", 1)
+            alias = None
+        else:
+            raise ModelLoadError(
+                f"Model URI {model_uri!r} names no version or alias; use "
+                f"models:/{ref}@champion or models:/{ref}/<version>.")
+        try:
+            client.get_registered_model(name)
+        except MlflowException as exc:
+            if _not_found(exc):
+                raise ModelLoadError(f"No registered model named '{name}' {where}. "
+                                     f"{TRAIN_HINT}") from exc
+            raise
+        if alias is not None:
+            try:
+                version = str(client.get_model_version_by_alias(name, alias).version)
+            except MlflowException as exc:
+                if _not_found(exc):
+                    raise ModelLoadError(
+                        f"Registered model '{name}' has no alias '{alias}' {where}. "
+                        f"{TRAIN_HINT}") from exc
+                raise
+        elif version == "latest":
+            versions = client.search_model_versions(f"name = '{name}'")
+            if not versions:
+                raise ModelLoadError(f"Registered model '{name}' has no versions {where}. "
+                                     f"{TRAIN_HINT}")
+            version = str(max(int(v.version) for v in versions))
+        elif not version.isdigit():
+            raise ModelLoadError(
+                f"Unsupported model URI {model_uri!r}: use models:/{name}@<alias>, "
+                f"models:/{name}/<version> or models:/{name}/latest (stages are not supported).")
+        try:
+            location = client.get_model_version_download_uri(name, version)
+        except MlflowException as exc:
+            if _not_found(exc):
+                raise ModelLoadError(f"Registered model '{name}' has no version {version} "
+                                     f"{where}. {TRAIN_HINT}") from exc
+            raise
+        return name, version, alias, location
+    except MlflowException as exc:
+        raise ModelLoadError(f"Could not resolve {model_uri!r} {where}: {exc.message}") from exc
+
+
+def _resolve_run(model_uri: str, tracking_uri: str) -> str:
+    """``runs:/<run_id>/<path>`` -> artifact location, resolved with our client.
+
+    MLflow's own resolution of a model logged in a run (an MLflow 3 "logged model") looks the
+    model up in the *global* registry URI, so it is done here instead.
+    """
+    from mlflow.exceptions import MlflowException
+
+    run_id, _, path = model_uri[len("runs:/"):].strip("/").partition("/")
+    if not run_id or not path:
+        raise ModelLoadError(f"Unsupported model URI {model_uri!r}: use runs:/<run_id>/<path>.")
+    client = _client(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+        name, _, rest = path.partition("/")
+        token = None
+        while True:
+            page = client.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                               filter_string=f"name = '{name}'",
+                                               page_token=token)
+            match = next((m for m in page if m.source_run_id == run_id), None)
+            if match is not None:
+                return match.artifact_location.rstrip("/") + (f"/{rest}" if rest else "")
+            token = page.token
+            if not token:
+                break
+    except MlflowException as exc:
+        if _not_found(exc):
+            raise ModelLoadError(f"No run {run_id} in {redact(tracking_uri)}. "
+                                 f"{TRAIN_HINT}") from exc
+        raise ModelLoadError(f"Could not resolve {model_uri!r} in {redact(tracking_uri)}: "
+                             f"{exc.message}") from exc
+    return run.info.artifact_uri.rstrip("/") + f"/{path}"  # a model logged as run artifacts
+
+
+def _download(artifact_uri: str, tracking_uri: str) -> Path:
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=artifact_uri, tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    except MlflowException as exc:
+        raise ModelLoadError(f"Could not download model artifacts from {redact(artifact_uri)}: "
+                             f"{exc.message}") from exc
+    except OSError as exc:
+        raise ModelLoadError(f"Could not download model artifacts from {redact(artifact_uri)}: "
+                             f"{exc}") from exc
+    return Path(local)
+
+
+def _local_path(model_uri: str) -> Path | None:
+    if model_uri.startswith("file:"):
+        return Path(unquote(urlparse(model_uri).path))
+    if "://" in model_uri or re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/", model_uri):
+        return None
+    return Path(model_uri).expanduser()
+
+
+def _artifacts_dir(model_dir: Path, model_uri: str) -> Path:
+    for candidate in (model_dir / "artifacts", model_dir):
+        if (candidate / METADATA_FILE).is_file() and (candidate / BOOSTER_FILE).is_file():
+            return candidate
+    raise ModelLoadError(
+        f"{model_uri!r} (at {model_dir}) is not a churn-risk model: expected "
+        f"artifacts/{BOOSTER_FILE} and artifacts/{METADATA_FILE} in the model directory.")
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"Could not read {path}: {exc}") from exc
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("encoder"), dict):
+        raise ModelLoadError(f"{path} has no 'encoder' object; was the model made by "
+                             "`churn train`?")
+    return metadata
+
+
+def _read_booster(path: Path) -> lgb.Booster:
+    try:
+        text = path.read_text(encoding="utf-8")
+        booster = lgb.Booster(model_str=text)
+    except (OSError, ValueError, lgb.basic.LightGBMError) as exc:
+        raise ModelLoadError(f"Could not read the LightGBM model {path}: {exc}") from exc
+    objective = next((line.split("=", 1)[1] for line in text.splitlines()[:20]
+                      if line.startswith("objective=")), "")
+    if objective.split(" ")[0] not in ("binary", "cross_entropy", "xentropy"):
+        raise ModelLoadError(f"{path} is not a binary classifier (objective {objective!r}); "
+                             "serving expects churn probabilities.")
+    return booster
+
+
+def _check_features(encoder: FeatureEncoder, booster: lgb.Booster, where: str) -> None:
+    names = encoder.feature_names
+    if booster.num_feature() != len(names):
+        raise ModelLoadError(f"{where}: the booster takes {booster.num_feature()} features but "
+                             f"the encoder produces {len(names)}.")
+    booster_names = booster.feature_name()
+    if (not all(n.startswith("Column_") for n in booster_names)
+            and list(booster_names) != list(names)):
+        raise ModelLoadError(f"{where}: the booster's feature names differ from the encoder's.")
+    known = catalogue_by_name()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ModelLoadError(
+            f"{where}: the model uses features this serving build does not know: {unknown}. "
+            "Deploy serving from the same release as the training code.")
+    categorical = set(encoder.categorical)
+    mismatched = [n for n in names if (known[n].dtype == "category") != (n in categorical)]
+    if mismatched:
+        raise ModelLoadError(f"{where}: features encoded with a different type than the "
+                             f"catalogue declares: {mismatched}.")
+
+
+def load_from_dir(model_dir: str | Path, *, model_uri: str = "", name: str | None = None,
+                  version: str | None = None, alias: str | None = None) -> LoadedModel:
+    """Read a local model directory (or its ``artifacts`` directory)."""
+    model_dir = Path(model_dir)
+    where = model_uri or str(model_dir)
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"Model directory {model_dir} does not exist. {TRAIN_HINT}")
+    artifacts = _artifacts_dir(model_dir, where)
+    metadata = _read_metadata(artifacts / METADATA_FILE)
+    try:
+        encoder = FeatureEncoder.from_dict(metadata["encoder"])
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ModelLoadError(f"{artifacts / METADATA_FILE}: malformed encoder ({exc!r}).") from exc
+    booster = _read_booster(artifacts / BOOSTER_FILE)
+    _check_features(encoder, booster, where)
+    catalogue = [dict(r) for r in metadata.get("catalogue") or [] if isinstance(r, dict)]
+    return LoadedModel(
+        name=str(name or metadata.get("model_name") or "churn-risk"),
+        version=version, alias=alias, booster=booster, encoder=encoder, catalogue=catalogue,
+        metadata=metadata, uri=model_uri or str(model_dir), source=str(artifacts.parent))
+
+
+def load_model(model_uri: str, tracking_uri: str) -> LoadedModel:
+    """Load the model ``model_uri`` names, resolving registry URIs against ``tracking_uri``.
+
+    Raises:
+        ModelLoadError: with a message that says what is missing and what to do.
+    """
+    local = _local_path(model_uri)
+    if local is not None:
+        model = load_from_dir(local, model_uri=model_uri)
+    elif model_uri.startswith("models:/"):
+        _check_tracking_store(tracking_uri)
+        name, version, alias, location = _resolve_registered(model_uri, tracking_uri)
+        model = load_from_dir(_download(location, tracking_uri), model_uri=model_uri, name=name,
+                              version=version, alias=alias)
+    elif model_uri.startswith("runs:/"):
+        _check_tracking_store(tracking_uri)
+        location = _resolve_run(model_uri, tracking_uri)
+        model = load_from_dir(_download(location, tracking_uri), model_uri=model_uri)
+    else:
+        model = load_from_dir(_download(model_uri, tracking_uri), model_uri=model_uri)
+    log.info("loaded model %s version %s (alias %s) from %s", model.name, model.version,
+             model.alias, redact(model_uri))
+    return model

@@ -1,0 +1,128 @@
+"""HTTP routes: ``/v1/scores``, ``/v1/model``, ``/healthz`` and ``/readyz``.
+
+Deliberately without ``from __future__ import annotations``: the request model of
+``POST /v1/scores`` is built per app (it carries the configured batch limit) and FastAPI must see
+the real class in the signature.
+"""
+
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+
+from features.definitions import catalogue_by_name
+from serving.loader import LoadedModel
+from serving.schemas import (
+    AccountScoreOut,
+    FeatureInfo,
+    ModelInfo,
+    Problem,
+    ScoreResponse,
+    ScoringConfig,
+    score_request_model,
+)
+from serving.scoring import Bands, score_accounts
+from serving.settings import ServingSettings
+
+
+def app_settings(request: Request) -> ServingSettings:
+    return request.app.state.settings
+
+
+def loaded_model(request: Request) -> LoadedModel:
+    """The served model, or 503 with the reason it is not loaded."""
+    model = getattr(request.app.state, "model", None)
+    if model is None:
+        reason = getattr(request.app.state, "model_error", None) or "no model loaded"
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            detail=f"No model is loaded: {reason}")
+    return model
+
+
+SettingsDep = Annotated[ServingSettings, Depends(app_settings)]
+ModelDep = Annotated[LoadedModel, Depends(loaded_model)]
+
+UNAVAILABLE = {503: {"model": Problem, "description": "No model is loaded (see /readyz)"}}
+
+
+def _json_safe(value: Any) -> Any:
+    """Metrics as JSON can carry them: NaN/inf become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _features(model: LoadedModel) -> list[FeatureInfo]:
+    recorded = {r.get("name"): r for r in model.catalogue}
+    current = catalogue_by_name()
+    out = []
+    for name in model.encoder.feature_names:
+        record = recorded.get(name)
+        if record is None and name in current:
+            spec = current[name]
+            record = {"family": spec.family, "dtype": spec.dtype, "unit": spec.unit,
+                      "description": spec.description, "window_days": spec.window_days}
+        record = record or {}
+        categories = model.encoder.categories_.get(name)
+        out.append(FeatureInfo(
+            name=name, family=record.get("family"),
+            dtype=record.get("dtype") or ("category" if categories is not None else "float"),
+            unit=record.get("unit") or None, description=record.get("description"),
+            window_days=record.get("window_days"), categories=categories))
+    return out
+
+
+def build_router(settings: ServingSettings) -> APIRouter:
+    """The API routes, with ``settings.max_batch_size`` built into the request model."""
+    router = APIRouter()
+    request_model = score_request_model(settings.max_batch_size)
+    bands = Bands(risk=settings.risk_bands, health=settings.health_bands)
+
+    @router.get("/healthz", tags=["ops"], summary="Liveness: 200 while the process runs")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", tags=["ops"], summary="Readiness: 200 once a model is loaded",
+                responses={503: {"description": "No model is loaded; 'reason' says why"}})
+    async def readyz(request: Request) -> JSONResponse:
+        model = getattr(request.app.state, "model", None)
+        if model is None:
+            reason = getattr(request.app.state, "model_error", None) or "no model loaded"
+            return JSONResponse({"status": "unavailable", "reason": reason},
+                                status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return JSONResponse({"status": "ready", "model_name": model.name,
+                             "model_version": model.version})
+
+    @router.post(
+        "/v1/scores", response_model=ScoreResponse, tags=["scores"],
+        summary="Churn probability and health score of up to max_batch_size accounts",
+        responses={413: {"model": Problem, "description": "Too many accounts in one request"},
+                   **UNAVAILABLE})
+    def post_scores(body: request_model, model: ModelDep,  # type: ignore[valid-type]
+                    config: SettingsDep) -> ScoreResponse:
+        accounts = [(a.account_id, a.features.__dict__) for a in body.accounts]
+        results = score_accounts(model, accounts, config.health_weights, bands)
+        return ScoreResponse(
+            model_name=model.name, model_version=model.version, horizon_days=model.horizon_days,
+            scores=[AccountScoreOut.model_validate(r) for r in results])
+
+    @router.get("/v1/model", response_model=ModelInfo, tags=["model"],
+                summary="The served model: version, metrics and features", responses=UNAVAILABLE)
+    def get_model(model: ModelDep, config: SettingsDep) -> ModelInfo:
+        horizon = model.horizon_days
+        return ModelInfo(
+            name=model.name, version=model.version, alias=model.alias, uri=model.uri,
+            trained_at=model.trained_at, horizon_days=horizon,
+            metrics=_json_safe(model.metrics),
+            features=_features(model),
+            scoring=ScoringConfig(health_weights=config.health_weights,
+                                  health_bands=config.health_bands,
+                                  risk_bands=config.risk_bands,
+                                  max_batch_size=config.max_batch_size))
+
+    return router

@@ -1,0 +1,159 @@
+"""Request and response models of the scoring API.
+
+The request's ``features`` object is generated from the feature catalogue
+(:data:`features.definitions.CATALOGUE`): one optional field per feature, numbers for numeric
+features and strings for categorical ones, NaN and infinity rejected, unknown names rejected. A
+feature left out (or sent as ``null``) is missing; the model handles missing values and the
+response lists them in ``missing_features``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, create_model
+
+from features.definitions import CATALOGUE
+
+NumericValue = Annotated[float | None, Strict(), Field(allow_inf_nan=False)]
+CategoryValue = Annotated[str | None, Strict(), StringConstraints(max_length=200)]
+
+
+def _feature_field(spec: Any) -> tuple[Any, Any]:
+    unit = f" [{spec.unit}]" if spec.unit else ""
+    kind = "category" if spec.dtype == "category" else "number"
+    return (CategoryValue if spec.dtype == "category" else NumericValue,
+            Field(None, description=f"{spec.description}{unit} ({kind})"))
+
+
+#: ``{"active_days_30d": 12, "plan": "growth", ...}``: one optional field per catalogue feature.
+AccountFeatures: type[BaseModel] = create_model(
+    "AccountFeatures",
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False, strict=True),
+    __doc__="Feature values of one account; any feature may be left out (missing).",
+    **{spec.name: _feature_field(spec) for spec in CATALOGUE},
+)
+
+
+class AccountIn(BaseModel):
+    """One account to score."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    account_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    features: AccountFeatures = Field(default_factory=AccountFeatures)  # type: ignore[valid-type]
+
+
+class ScoreRequest(BaseModel):
+    """``POST /v1/scores`` body."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"accounts": [
+        {"account_id": "A1", "features": {"active_days_30d": 12, "plan": "growth",
+                                          "last_nps": 8, "open_tickets": 1}}]}]})
+
+    accounts: list[AccountIn] = Field(min_length=1)
+
+
+def score_request_model(max_batch_size: int) -> type[ScoreRequest]:
+    """A :class:`ScoreRequest` that rejects more than ``max_batch_size`` accounts.
+
+    The length is checked before any account is validated (pydantic reports a single
+    ``too_long`` error), which the API turns into 413.
+    """
+    return create_model(
+        "ScoreRequest", __base__=ScoreRequest, __doc__=ScoreRequest.__doc__,
+        accounts=(list[AccountIn], Field(min_length=1, max_length=max_batch_size,
+                                         description=f"1 to {max_batch_size} accounts")),
+    )
+
+
+class Components(BaseModel):
+    """Health components, 0-100 (100 = healthiest); null when the account has no data for it."""
+
+    usage: float | None = Field(description="Frequency and depth of product use")
+    engagement: float | None = Field(description="Proactive contact, support load, open tickets")
+    sentiment: float | None = Field(description="Latest NPS and share of satisfied CSAT answers")
+    risk: float | None = Field(description="100 * (1 - churn_probability)")
+
+
+class Weights(BaseModel):
+    """Weights applied to each component for this account (0 for components without data)."""
+
+    usage: float
+    engagement: float
+    sentiment: float
+    risk: float
+
+
+class AccountScoreOut(BaseModel):
+    """The score of one account."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    account_id: str
+    churn_probability: float = Field(
+        ge=0.0, le=1.0,
+        description="Estimated probability (0-1) that the account churns within the model's "
+                    "horizon (horizon_days). A probability, not a churn/no-churn label.")
+    risk_band: str = Field(description="Band of churn_probability (configured thresholds)")
+    health_score: float | None = Field(
+        ge=0.0, le=100.0,
+        description="Customer health 0-100, 100 = healthiest: the weighted blend of the "
+                    "available components")
+    health_band: str | None = Field(description="Band of health_score (e.g. green/amber/red)")
+    components: Components
+    weights: Weights
+    missing_features: list[str] = Field(
+        description="Model features the request did not send (or sent as null); the model "
+                    "treated them as missing")
+
+
+class ScoreResponse(BaseModel):
+    """``POST /v1/scores`` response."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    model_version: str | None
+    horizon_days: int | None = Field(description="Churn horizon of churn_probability, in days")
+    scores: list[AccountScoreOut]
+
+
+class FeatureInfo(BaseModel):
+    name: str
+    family: str | None = None
+    dtype: str
+    unit: str | None = None
+    description: str | None = None
+    window_days: int | None = None
+    categories: list[str] | None = Field(
+        None, description="Known values of a categorical feature; others count as missing")
+
+
+class ScoringConfig(BaseModel):
+    health_weights: dict[str, float]
+    health_bands: dict[str, float]
+    risk_bands: dict[str, float]
+    max_batch_size: int
+
+
+class ModelInfo(BaseModel):
+    """``GET /v1/model`` response."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    version: str | None
+    alias: str | None
+    uri: str
+    trained_at: str | None
+    horizon_days: int | None
+    metrics: dict[str, Any]
+    features: list[FeatureInfo]
+    scoring: ScoringConfig
+
+
+class Problem(BaseModel):
+    """Error body of 413 and 503 responses."""
+
+    detail: str

@@ -1,0 +1,109 @@
+"""Configuration of the scoring API, read from ``CHURN_*`` environment variables.
+
+Every field can be set with an environment variable named ``CHURN_`` + the field name in upper
+case; dict fields take JSON, for example::
+
+    CHURN_MODEL_URI=models:/churn-risk/3
+    CHURN_HEALTH_WEIGHTS='{"usage": 0.4, "engagement": 0.2, "sentiment": 0.1, "risk": 0.3}'
+    CHURN_RISK_BANDS='{"low": 0.0, "medium": 0.15, "high": 0.4}'
+
+The tracking URI falls back to ``MLFLOW_TRACKING_URI`` and then to ``sqlite:///mlflow.db`` (the
+store ``churn train`` writes by default). Nothing is read at import time: call
+:func:`get_settings` (cached) or build a :class:`ServingSettings` yourself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from features.health import COMPONENTS, DEFAULT_BANDS, DEFAULT_WEIGHTS
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_MODEL_URI = "models:/churn-risk@champion"
+#: Lower bounds of the risk bands on the churn probability: low < 0.1 <= medium < 0.3 <= high.
+DEFAULT_RISK_BANDS: dict[str, float] = {"high": 0.3, "medium": 0.1, "low": 0.0}
+
+
+def _default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _check_bands(bands: dict[str, float], upper: float, what: str) -> dict[str, float]:
+    if not bands:
+        raise ValueError(f"{what} must name at least one band")
+    for name, low in bands.items():
+        if not name:
+            raise ValueError(f"{what}: band names must not be empty")
+        if not (math.isfinite(low) and 0.0 <= low <= upper):
+            raise ValueError(f"{what}: lower bound of '{name}' must be between 0 and {upper:g}, "
+                             f"got {low}")
+    if len(set(bands.values())) != len(bands):
+        raise ValueError(f"{what}: two bands share a lower bound")
+    if min(bands.values()) != 0.0:
+        raise ValueError(f"{what}: the lowest band must start at 0 so that every score gets one")
+    # Best (highest lower bound) first, the order features.health.band expects.
+    return dict(sorted(bands.items(), key=lambda kv: -kv[1]))
+
+
+class ServingSettings(BaseSettings):
+    """Settings of ``churn serve`` / :func:`serving.app.create_app`."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURN_", extra="ignore")
+
+    tracking_uri: str = Field(
+        default_factory=_default_tracking_uri,
+        description="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI or "
+                    "sqlite:///mlflow.db).")
+    model_uri: str = Field(
+        DEFAULT_MODEL_URI,
+        description="Model to serve: models:/<name>@<alias>, models:/<name>/<version>, "
+                    "runs:/<run_id>/<path> or a local model directory.")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    log_level: str = "info"
+    health_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_WEIGHTS),
+        description="Weight of each health component; components left out get weight 0.")
+    health_bands: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_BANDS),
+        description="Lower bounds (0-100) of the health bands, e.g. green >= 70 > amber >= 40.")
+    risk_bands: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_RISK_BANDS),
+        description="Lower bounds (0-1) of the churn-risk bands on the churn probability.")
+    max_batch_size: int = Field(1000, ge=1, description="Most accounts in one POST /v1/scores")
+
+    @field_validator("health_weights")
+    @classmethod
+    def _check_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(COMPONENTS))
+        if unknown:
+            raise ValueError(f"unknown health components {unknown}; expected some of "
+                             f"{list(COMPONENTS)}")
+        for name, w in weights.items():
+            if not (math.isfinite(w) and w >= 0):
+                raise ValueError(f"weight of '{name}' must be a finite number >= 0, got {w}")
+        if sum(weights.values()) <= 0:
+            raise ValueError("at least one health weight must be positive")
+        return {c: float(weights.get(c, 0.0)) for c in COMPONENTS}
+
+    @field_validator("health_bands")
+    @classmethod
+    def _check_health_bands(cls, bands: dict[str, float]) -> dict[str, float]:
+        return _check_bands(bands, 100.0, "health_bands")
+
+    @field_validator("risk_bands")
+    @classmethod
+    def _check_risk_bands(cls, bands: dict[str, float]) -> dict[str, float]:
+        return _check_bands(bands, 1.0, "risk_bands")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> ServingSettings:
+    """The process-wide settings, read from the environment on first use."""
+    return ServingSettings()

@@ -1,0 +1,297 @@
+"""Fixtures for the serving tests: a tiny real LightGBM model, a temp MLflow registry and real
+uvicorn servers started in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.definitions import CATALOGUE, catalogue_records, categorical_features
+from features.modelframe import FeatureEncoder
+from serving.loader import LoadedModel
+
+REPO = Path(__file__).resolve().parents[2]
+CATEGORY_VALUES = {
+    "plan": ["starter", "growth", "enterprise"],
+    "industry": ["software", "retail", "healthcare"],
+    "segment": ["SMB", "MidMarket", "Enterprise"],
+    "nps_bucket": ["detractor", "passive", "promoter"],
+}
+
+
+def random_feature_frame(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Random values for every catalogue feature (20 % missing) and a label tied to usage."""
+    rng = np.random.default_rng(seed)
+    frame = {}
+    for spec in CATALOGUE:
+        if spec.dtype == "category":
+            values = rng.choice(CATEGORY_VALUES[spec.name], size=n).astype(object)
+        elif spec.unit == "%":
+            values = rng.uniform(0, 1, n)
+        else:
+            values = rng.uniform(0, 30, n).round()
+        mask = rng.uniform(size=n) < 0.2
+        values = np.where(mask, None, values) if spec.dtype == "category" else np.where(
+            mask, np.nan, values)
+        frame[spec.name] = values
+    df = pd.DataFrame(frame)
+    active = df["active_days_30d"].fillna(15).to_numpy(dtype=float)
+    logit = 1.5 - 0.2 * active + (df["plan"] == "starter").to_numpy() * 1.0
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return df, y
+
+
+def train_tiny_booster(seed: int = 0) -> tuple[lgb.Booster, FeatureEncoder]:
+    df, y = random_feature_frame(600, seed)
+    names = [spec.name for spec in CATALOGUE]
+    encoder = FeatureEncoder(names, categorical_features()).fit(df)
+    data = lgb.Dataset(encoder.transform(df), label=y, feature_name=names,
+                       categorical_feature=encoder.categorical_indices, free_raw_data=False)
+    booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1, "seed": seed,
+                         "num_leaves": 7, "min_data_in_leaf": 10}, data, num_boost_round=20)
+    return booster, encoder
+
+
+def write_model_dir(path: Path, booster: lgb.Booster, encoder: FeatureEncoder,
+                    **metadata_overrides: object) -> Path:
+    """A model directory as `churn train` logs it (artifacts/booster.txt + metadata.json)."""
+    artifacts = path / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    booster.save_model(str(artifacts / "booster.txt"))
+    metadata = {"model_name": "churn-risk", "encoder": encoder.to_dict(),
+                "catalogue": catalogue_records(), "horizon_days": 90,
+                "trained_at": "2026-01-01T00:00:00+00:00",
+                "metrics": {"roc_auc": 0.75, "pr_auc": 0.3}}
+    metadata.update(metadata_overrides)
+    (artifacts / "metadata.json").write_text(json.dumps(metadata))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_booster() -> tuple[lgb.Booster, FeatureEncoder]:
+    return train_tiny_booster()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_booster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    booster, encoder = tiny_booster
+    return write_model_dir(tmp_path_factory.mktemp("tiny-model"), booster, encoder)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_booster) -> LoadedModel:
+    """A LoadedModel built directly from a real booster (no MLflow)."""
+    booster, encoder = tiny_booster
+    return LoadedModel(name="churn-risk", version="1", alias="champion", booster=booster,
+                       encoder=encoder, catalogue=catalogue_records(),
+                       metadata={"model_name": "churn-risk", "horizon_days": 90,
+                                 "trained_at": "2026-01-01T00:00:00+00:00",
+                                 "metrics": {"roc_auc": 0.75}})
+
+
+PYFUNC_CODE = '''
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class TinyModel(PythonModel):
+    def predict(self, context, model_input: list[str], params=None) -> list[str]:
+        return model_input
+
+
+mlflow.models.set_model(TinyModel())
+'''
+
+
+@dataclass
+class LocalRegistry:
+    tracking_uri: str
+    model_name: str
+    version: str
+    run_id: str
+    root: Path
+
+
+@contextmanager
+def _tracking(uri: str) -> Iterator[None]:
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def register_model_dir(model_dir: Path, root: Path, name: str = "churn-risk",
+                       alias: str | None = "champion") -> LocalRegistry:
+    """Log ``model_dir``'s artifacts as a pyfunc in a SQLite store under ``root`` and register it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("serving-tests")
+    experiment_id = (experiment.experiment_id if experiment else client.create_experiment(
+        "serving-tests", artifact_location=(root / "artifacts").as_uri()))
+    code = root / "tiny_pyfunc.py"
+    code.write_text(PYFUNC_CODE)
+    with _tracking(uri), mlflow.start_run(experiment_id=experiment_id) as run:
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(code),
+            artifacts={"booster": str(model_dir / "artifacts" / "booster.txt"),
+                       "metadata": str(model_dir / "artifacts" / "metadata.json")},
+            registered_model_name=name, pip_requirements=["lightgbm"])
+    version = str(info.registered_model_version)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return LocalRegistry(uri, name, version, run.info.run_id, root)
+
+
+@pytest.fixture(scope="session")
+def local_registry(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                   ) -> LocalRegistry:
+    """The tiny model registered as churn-risk@champion in a temp SQLite MLflow store."""
+    return register_model_dir(tiny_model_dir, tmp_path_factory.mktemp("registry"))
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite MLflow store that exists but holds no registered model."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('empty-store') / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # creates the tables
+    return uri
+
+
+@pytest.fixture(scope="session")
+def served_registry(request: pytest.FixtureRequest, local_registry: LocalRegistry):
+    """The registry the API tests serve from: the shared `registered_model` (trained by
+    `training/`) when available, else the tiny locally registered model."""
+    try:
+        return request.getfixturevalue("registered_model")
+    except pytest.FixtureLookupError:
+        return local_registry
+
+
+# --- real uvicorn servers ------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _clean_env(overrides: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CHURN_") and k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # the group we started (uvicorn + its workers)
+        proc.wait(timeout=15)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=5)
+
+
+@contextmanager
+def start_server(argv: Callable[[int], list[str]], env: Mapping[str, str], workdir: Path,
+                 *, ready: bool = False, timeout: float = 90.0) -> Iterator[Server]:
+    """Run ``argv(port)`` in its own process group; wait for /healthz (and /readyz if ``ready``)."""
+    for _attempt in range(3):
+        port = _free_port()
+        log = workdir / f"server-{port}.log"
+        with log.open("wb") as fh:
+            proc = subprocess.Popen(argv(port), env=_clean_env(env), cwd=workdir, stdout=fh,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        server = Server(f"http://127.0.0.1:{port}", proc, log)
+        deadline = time.monotonic() + timeout
+        path = "/readyz" if ready else "/healthz"
+        up = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(server.url + path, timeout=2).status_code == 200:
+                    up = True
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        if up:
+            try:
+                yield server
+            finally:
+                _stop(proc)
+            return
+        _stop(proc)
+        if "address already in use" not in server.output().lower():
+            raise AssertionError(f"server did not come up on {server.url}:\n{server.output()}")
+    raise AssertionError("no free port after 3 attempts")
+
+
+def uvicorn_factory_argv(port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+
+
+@pytest.fixture(scope="session")
+def server_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Servers run here, so a stray default ``mlflow.db`` would never land in the repo."""
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def unready_server(empty_store: str, server_workdir: Path) -> Iterator[Server]:
+    """A server whose model does not exist: churn-risk@champion in an empty store."""
+    env = {"CHURN_TRACKING_URI": empty_store, "CHURN_MODEL_URI": "models:/churn-risk@champion"}
+    with start_server(uvicorn_factory_argv, env, server_workdir) as server:
+        yield server
+
+
+MAX_BATCH = 5
+
+
+@pytest.fixture(scope="session")
+def model_server(served_registry, server_workdir: Path) -> Iterator[Server]:
+    """A ready server on the served registry's churn-risk@champion, batches of at most 5."""
+    env = {"CHURN_TRACKING_URI": served_registry.tracking_uri,
+           "CHURN_MODEL_URI": f"models:/{served_registry.model_name}@champion",
+           "CHURN_MAX_BATCH_SIZE": str(MAX_BATCH)}
+    with start_server(uvicorn_factory_argv, env, server_workdir, ready=True) as server:
+        yield server

@@ -1,0 +1,255 @@
+"""API tests against real uvicorn servers (subprocesses on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import httpx
+import numpy as np
+import pytest
+
+from serving.loader import load_model
+from serving.scoring import score_accounts
+from tests.serving.conftest import MAX_BATCH, start_server
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def api(model_server):
+    with httpx.Client(base_url=model_server.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def unready(unready_server):
+    with httpx.Client(base_url=unready_server.url, timeout=30) as client:
+        yield client
+
+
+ACCOUNT = {"account_id": "A1", "features": {
+    "active_days_30d": 12, "active_users_per_seat_30d": 0.5, "catalogue_share_30d": 0.3,
+    "events_trend_30d": -0.2, "proactive_touchpoints_90d": 1, "days_since_last_proactive": 40,
+    "reactive_touchpoints_90d": 3, "open_tickets": 1, "last_nps": 6, "nps_bucket": "detractor",
+    "csat_satisfied_share_180d": 0.5, "plan": "growth", "seats": 25, "mrr": 625.0,
+    "tenure_days": 400, "industry": "retail", "segment": "MidMarket"}}
+
+
+# --- no model --------------------------------------------------------------------------------
+
+def test_unready_server_is_alive_but_not_ready(unready):
+    assert unready.get("/healthz").json() == {"status": "ok"}
+    r = unready.get("/readyz")
+    assert r.status_code == 503
+    reason = r.json()["reason"]
+    assert "No registered model named 'churn-risk'" in reason and "churn train" in reason
+
+
+def test_unready_server_answers_503_on_v1(unready):
+    r = unready.post("/v1/scores", json={"accounts": [ACCOUNT]})
+    assert r.status_code == 503
+    assert "churn train" in r.json()["detail"]
+    assert unready.get("/v1/model").status_code == 503
+
+
+# --- with a model ----------------------------------------------------------------------------
+
+def test_ready(api, served_registry):
+    assert api.get("/healthz").status_code == 200
+    r = api.get("/readyz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ready", "model_name": served_registry.model_name,
+                        "model_version": str(served_registry.version)}
+
+
+def test_model_info(api, served_registry):
+    info = api.get("/v1/model").json()
+    assert (info["name"], info["version"], info["alias"]) == (
+        served_registry.model_name, str(served_registry.version), "champion")
+    assert info["horizon_days"] == 90 and info["trained_at"]
+    assert "roc_auc" in info["metrics"]
+    features = {f["name"]: f for f in info["features"]}
+    assert "active_days_30d" in features and "plan" in features
+    assert all(f["description"] for f in features.values())
+    assert features["plan"]["dtype"] == "category" and features["plan"]["categories"]
+    assert features["active_days_30d"]["categories"] is None
+    assert info["scoring"]["max_batch_size"] == MAX_BATCH
+    assert info["scoring"]["risk_bands"] == {"high": 0.3, "medium": 0.1, "low": 0.0}
+
+
+def test_score_one_account(api, served_registry):
+    r = api.post("/v1/scores", json={"accounts": [ACCOUNT]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_name"] == served_registry.model_name
+    assert body["model_version"] == str(served_registry.version)
+    assert body["horizon_days"] == 90
+    (score,) = body["scores"]
+    assert set(score) == {"account_id", "churn_probability", "risk_band", "health_score",
+                          "health_band", "components", "weights", "missing_features"}
+    assert score["account_id"] == "A1"
+    assert 0.0 <= score["churn_probability"] <= 1.0
+    assert score["risk_band"] in {"low", "medium", "high"}
+    assert 0.0 <= score["health_score"] <= 100.0
+    assert score["health_band"] in {"green", "amber", "red"}
+    assert set(score["components"]) == {"usage", "engagement", "sentiment", "risk"}
+    assert all(v is not None for v in score["components"].values())
+    assert sum(score["weights"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert "plan" not in score["missing_features"]
+    assert "events_30d" in score["missing_features"]
+
+    # The server's answer is exactly what the library computes on the same registered model.
+    model = load_model(f"models:/{served_registry.model_name}@champion",
+                       served_registry.tracking_uri)
+    (expected,) = score_accounts(model, [("A1", ACCOUNT["features"])])
+    assert score["churn_probability"] == pytest.approx(expected.churn_probability, abs=1e-12)
+    assert score["health_score"] == expected.health_score
+
+
+def test_missing_features_and_no_data_components(api):
+    r = api.post("/v1/scores", json={"accounts": [{"account_id": "bare", "features": {}},
+                                                  {"account_id": "none"}]})
+    assert r.status_code == 200, r.text
+    for score in r.json()["scores"]:
+        assert score["components"]["usage"] is None and score["components"]["sentiment"] is None
+        assert score["weights"]["risk"] == 1.0 and score["weights"]["usage"] == 0.0
+        assert "plan" in score["missing_features"]
+
+
+def test_batch_limit(api):
+    accounts = [{**ACCOUNT, "account_id": f"A{i}"} for i in range(MAX_BATCH)]
+    ok = api.post("/v1/scores", json={"accounts": accounts})
+    assert ok.status_code == 200
+    assert [s["account_id"] for s in ok.json()["scores"]] == [a["account_id"] for a in accounts]
+    too_many = api.post("/v1/scores", json={"accounts": [*accounts, ACCOUNT]})
+    assert too_many.status_code == 413
+    assert f"limit {MAX_BATCH}" in too_many.json()["detail"]
+
+
+def test_unknown_feature_is_422_naming_it_without_echoing_the_payload(api):
+    secret = "do-not-echo-7f3a"
+    r = api.post("/v1/scores", json={"accounts": [
+        {"account_id": secret, "features": {"active_days_30d": 3, "favourite_colour": secret}}]})
+    assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error["field"] == "accounts[0].features.favourite_colour"
+    assert "favourite_colour" in error["msg"]
+    assert secret not in r.text
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_422(api, token):
+    raw = '{"accounts": [{"account_id": "A", "features": {"mrr": TOKEN}}]}'.replace("TOKEN", token)
+    r = api.post("/v1/scores", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error["field"] == "accounts[0].features.mrr" and "finite" in error["msg"]
+
+
+@pytest.mark.parametrize(("features", "field", "words"), [
+    ({"active_days_30d": "12"}, "active_days_30d", "number"),
+    ({"active_days_30d": True}, "active_days_30d", "number"),
+    ({"plan": 3}, "plan", "string"),
+])
+def test_wrong_types_are_422(api, features, field, words):
+    r = api.post("/v1/scores", json={"accounts": [{"account_id": "A", "features": features}]})
+    assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error["field"] == f"accounts[0].features.{field}" and words in error["msg"]
+
+
+def test_malformed_bodies_are_422(api):
+    assert api.post("/v1/scores", content=b"{not json",
+                    headers={"content-type": "application/json"}).status_code == 422
+    assert api.post("/v1/scores", json={"accounts": []}).status_code == 422
+    assert api.post("/v1/scores", json={"rows": []}).status_code == 422
+    r = api.post("/v1/scores", json={"accounts": [{"features": {}}]})
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "accounts[0].account_id"
+
+
+def test_many_errors_are_capped(api):
+    accounts = [{"account_id": "A", "features": {f"bad_{i}": 1 for i in range(30)}}]
+    r = api.post("/v1/scores", json={"accounts": accounts})
+    assert r.status_code == 422
+    assert r.json()["error_count"] == 30 and len(r.json()["detail"]) == 20
+
+
+def test_openapi_documents_the_features(api):
+    spec = api.get("/openapi.json").json()
+    features = spec["components"]["schemas"]["AccountFeatures"]["properties"]
+    assert "Days with any product use in the last 30 days" in features["active_days_30d"][
+        "description"]
+    assert "/v1/scores" in spec["paths"]
+
+
+def test_parity_with_the_logged_pyfunc(api, served_registry):
+    """Features built from real data score the same through the API as through the pyfunc."""
+    data_dir = getattr(served_registry, "data_dir", None)
+    if data_dir is None:
+        pytest.skip("needs the shared registered_model fixture (real training data)")
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from features.builder import build_features
+    from features.contract import load_tables
+    from features.labels import scoring_observations
+
+    tables = load_tables(data_dir)
+    obs = scoring_observations(tables, tables.latest_date() + pd.Timedelta(days=1))
+    frame = build_features(tables, obs.head(MAX_BATCH))
+    names = [c for c in frame.columns if c not in ("account_id", "as_of")]
+    accounts = []
+    for row in frame.to_dict("records"):
+        values = {}
+        for name in names:
+            v = row[name]
+            if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+                continue
+            values[name] = v if isinstance(v, str) else float(v)
+        accounts.append({"account_id": str(row["account_id"]), "features": values})
+    r = api.post("/v1/scores", content=json.dumps({"accounts": accounts}),
+                 headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    got = np.array([s["churn_probability"] for s in r.json()["scores"]])
+
+    model_dir = load_model(f"models:/{served_registry.model_name}/{served_registry.version}",
+                           served_registry.tracking_uri).source
+    pyfunc = mlflow.pyfunc.load_model(model_dir)
+    expected = np.asarray(pyfunc.predict(frame[names]), dtype=float)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+
+# --- serve() ---------------------------------------------------------------------------------
+
+def test_serve_with_two_workers(local_registry, server_workdir):
+    """`serve(settings)` (what `churn serve` calls) with 2 workers: settings reach the workers."""
+
+    def argv(port: int) -> list[str]:
+        code = ("from serving.app import serve; from serving.settings import ServingSettings; "
+                f"serve(ServingSettings(host='127.0.0.1', port={port}, workers=2, "
+                f"tracking_uri={local_registry.tracking_uri!r}, max_batch_size=2, "
+                "log_level='warning', risk_bands={'low': 0.0, 'high': 0.5}))")
+        return [sys.executable, "-c", code]
+
+    with start_server(argv, {}, server_workdir, ready=True) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        for _ in range(4):  # requests spread over both workers
+            r = client.post("/v1/scores", json={"accounts": [ACCOUNT]})
+            assert r.status_code == 200, r.text
+            assert r.json()["scores"][0]["risk_band"] in {"low", "high"}
+        assert client.post("/v1/scores", json={"accounts": [ACCOUNT] * 3}).status_code == 413
+
+
+def test_concurrent_requests_match_sequential_ones(api):
+    """The booster is shared by the threadpool; concurrent answers must equal sequential ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = [{"accounts": [{"account_id": f"A{i}", "features": {
+        **ACCOUNT["features"], "active_days_30d": i % 31, "seats": 5 + i}}]} for i in range(40)]
+    sequential = [api.post("/v1/scores", json=b).json()["scores"][0] for b in bodies]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(
+            lambda b: api.post("/v1/scores", json=b).json()["scores"][0], bodies))
+    assert concurrent == sequential

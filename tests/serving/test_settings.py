@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from features.health import DEFAULT_BANDS, DEFAULT_WEIGHTS
+from serving import settings as settings_module
+from serving.settings import DEFAULT_RISK_BANDS, ServingSettings, get_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch):
+    for name in ("MLFLOW_TRACKING_URI", "CHURN_TRACKING_URI", "CHURN_MODEL_URI", "CHURN_PORT",
+                 "CHURN_HEALTH_WEIGHTS", "CHURN_RISK_BANDS", "CHURN_HEALTH_BANDS",
+                 "CHURN_MAX_BATCH_SIZE", "CHURN_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_defaults():
+    s = ServingSettings()
+    assert s.tracking_uri == "sqlite:///mlflow.db"
+    assert s.model_uri == "models:/churn-risk@champion"
+    assert s.health_weights == DEFAULT_WEIGHTS
+    assert s.health_bands == DEFAULT_BANDS
+    assert s.risk_bands == DEFAULT_RISK_BANDS == {"high": 0.3, "medium": 0.1, "low": 0.0}
+    assert s.max_batch_size == 1000
+    assert s.workers == 1
+
+
+def test_tracking_uri_falls_back_to_mlflow_env_and_churn_prefix_wins(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///from-mlflow.db")
+    assert ServingSettings().tracking_uri == "sqlite:///from-mlflow.db"
+    monkeypatch.setenv("CHURN_TRACKING_URI", "sqlite:///from-churn.db")
+    assert ServingSettings().tracking_uri == "sqlite:///from-churn.db"
+
+
+def test_env_prefix_and_json_dicts(monkeypatch):
+    monkeypatch.setenv("CHURN_MODEL_URI", "models:/churn-risk/3")
+    monkeypatch.setenv("CHURN_PORT", "9001")
+    monkeypatch.setenv("CHURN_MAX_BATCH_SIZE", "10")
+    monkeypatch.setenv("CHURN_HEALTH_WEIGHTS", '{"usage": 1, "risk": 1}')
+    monkeypatch.setenv("CHURN_RISK_BANDS", '{"low": 0, "high": 0.5}')
+    s = ServingSettings()
+    assert (s.model_uri, s.port, s.max_batch_size) == ("models:/churn-risk/3", 9001, 10)
+    # Components left out get weight 0; every component is listed.
+    assert s.health_weights == {"usage": 1.0, "engagement": 0.0, "sentiment": 0.0, "risk": 1.0}
+    assert list(s.risk_bands) == ["high", "low"]  # best first
+
+
+@pytest.mark.parametrize("weights", [{"usage": 1, "loyalty": 1}, {"usage": -1, "risk": 1},
+                                     {"usage": 0, "risk": 0}, {"usage": float("nan")}])
+def test_invalid_weights(weights):
+    with pytest.raises(ValidationError, match="health_weights"):
+        ServingSettings(health_weights=weights)
+
+
+@pytest.mark.parametrize("bands", [{}, {"low": 0.1, "high": 0.5}, {"low": 0, "high": 1.5},
+                                   {"low": 0, "mid": 0.3, "high": 0.3}])
+def test_invalid_risk_bands(bands):
+    with pytest.raises(ValidationError, match="risk_bands"):
+        ServingSettings(risk_bands=bands)
+
+
+def test_invalid_health_bands():
+    with pytest.raises(ValidationError, match="health_bands"):
+        ServingSettings(health_bands={"green": 70, "red": 10})
+
+
+def test_get_settings_is_cached_and_nothing_is_built_at_import(monkeypatch):
+    assert not any(isinstance(v, ServingSettings) for v in vars(settings_module).values())
+    monkeypatch.setenv("CHURN_PORT", "9100")
+    first = get_settings()
+    monkeypatch.setenv("CHURN_PORT", "9200")
+    assert get_settings() is first and first.port == 9100
+    get_settings.cache_clear()
+    assert get_settings().port == 9200
