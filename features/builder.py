@@ -180,20 +180,36 @@ def _account_attributes(con: ibis.BaseBackend, tables: Tables, snaps: ir.Table) 
                                              "signup_date") if c in acc]
     accounts = con.create_table("accounts", acc[acc_cols])
     subs = con.create_table("subscriptions", tables.subscriptions[
-        ["account_id", "start_date", "mrr"]])
+        ["account_id", "start_date", "mrr", "billing_period_months"]])
     subs = subs.mutate(start_day=_day(subs.start_date))
     joined = snaps.join(subs, [snaps.account_id == subs.account_id, subs.start_day < snaps.day])
+    # The current subscription is the latest one started before as_of (never one starting later).
+    latest = joined.start_day
     state = joined.group_by([snaps.account_id, snaps.day]).agg(
-        mrr=joined.mrr.argmax(joined.start_day), first_start=joined.start_day.min())
-    out = snaps.select("account_id", "day").left_join(state, ["account_id", "day"]).select(
-        "account_id", "day", "mrr", "first_start")
+        mrr=joined.mrr.argmax(latest), first_start=joined.start_day.min(),
+        current_start=joined.start_date.argmax(latest),
+        period=joined.billing_period_months.argmax(latest).cast("int64"))
+    out = snaps.select("account_id", "day", "as_of").left_join(state, ["account_id", "day"]).select(
+        "account_id", "day", "as_of", "mrr", "first_start", "current_start", "period")
     out = out.left_join(accounts, "account_id").select(
-        "account_id", "day", "mrr", "first_start", "plan", "seats", "industry", "segment",
-        signup=_day(accounts.signup_date))
+        "account_id", "day", "as_of", "mrr", "first_start", "current_start", "period", "plan",
+        "seats", "industry", "segment", signup=_day(accounts.signup_date))
     start = ibis.cases((out.signup.notnull() & (out.signup < out.day), out.signup),
                        else_=out.first_start)
     return out.select("account_id", "day", "mrr", "plan", "seats", "industry", "segment",
-                      tenure_days=(out.day - start).cast("float64"))
+                      tenure_days=(out.day - start).cast("float64"),
+                      days_to_renewal=_days_to_renewal(out.current_start, out.period, out.as_of))
+
+
+def _days_to_renewal(start: ir.TimestampValue, period: ir.IntegerValue, as_of: ir.TimestampValue
+                     ) -> ir.FloatingValue:
+    """Days from as_of to the next anniversary of ``start`` every ``period`` months (0 = today)."""
+    months = (as_of.year() - start.year()) * 12 + (as_of.month() - start.month())
+    k = ((months + period - 1) // period) * period  # whole periods, rounded up
+    candidate = start.date() + k.as_interval("M")
+    nxt = ibis.cases((candidate < as_of.date(), candidate + period.as_interval("M")),
+                     else_=candidate)
+    return nxt.delta(as_of.date(), unit="day").cast("float64")
 
 
 def _last_nps(rollup: ir.Table, snaps: ir.Table) -> ir.Table:

@@ -85,6 +85,8 @@ SUBSCRIPTIONS = TableSpec(
         Column("start_date", "date"),
         Column("end_date", "date", nullable=True),
         Column("mrr", "float", required=False, nullable=True, min=0),
+        # Months between renewals (1 = monthly, 12 = annual); gives the next renewal date.
+        Column("billing_period_months", "int", required=False, nullable=True, min=1),
     ),
     required=True,
     key=("account_id", "start_date"),

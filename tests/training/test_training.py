@@ -1,0 +1,121 @@
+"""Training: quality floors on seeded data, the time split, the registry and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from features.synthetic import write_tables
+from training.cli import app
+from training.config import TrainConfig
+from training.pipeline import scoring_frame
+from training.train import ChurnModel, build_training_set, time_split
+
+runner = CliRunner()
+
+
+def test_model_beats_floor_and_logistic_baseline(registered_model) -> None:
+    metrics, baseline = registered_model.result.metrics, registered_model.result.baseline_metrics
+    assert metrics["roc_auc"] > 0.72, metrics
+    assert metrics["roc_auc"] > baseline["roc_auc"], (metrics, baseline)
+    assert metrics["top_decile_lift"] > 2.0, metrics
+    assert metrics["rows"] >= 500 and 0 < metrics["churn_rate"] < 0.5
+
+
+def test_champion_alias_points_at_the_new_version(registered_model) -> None:
+    client = MlflowClient(registered_model.tracking_uri)
+    champion = client.get_model_version_by_alias(registered_model.model_name, "champion")
+    assert champion.version == registered_model.version
+    run = client.get_run(registered_model.result.run_id)
+    for key in ("test_roc_auc", "test_pr_auc", "test_top_decile_lift", "baseline_logreg_test_roc_auc"):
+        assert key in run.data.metrics
+    assert run.data.params["horizon_days"] == "90"
+
+
+def test_logged_pyfunc_returns_the_models_probabilities(registered_model, default_tables) -> None:
+    mlflow.set_tracking_uri(registered_model.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{registered_model.model_name}@champion")
+    frame = scoring_frame(default_tables).head(50)
+    features = frame.drop(columns=["account_id", "as_of"])
+    features = features.astype({c: object for c in features.select_dtypes("string").columns})
+    proba = np.asarray(model.predict(features))
+    assert proba.shape == (50,) and ((proba >= 0) & (proba <= 1)).all()
+    assert len(np.unique(proba.round(6))) > 5  # real scores, not a constant
+
+
+def test_time_split_keeps_training_labels_out_of_the_test_period() -> None:
+    as_of = pd.Series(pd.to_datetime(["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01",
+                                      "2024-05-01", "2024-06-01"]))
+    train, test = time_split(as_of, test_dates=2, horizon_days=60)
+    assert list(test) == [False] * 4 + [True] * 2
+    # 2024-03-01 + 60 days = 2024-04-30 > 2024-05-01? No: it is before, so 03-01 trains.
+    assert list(train) == [True, True, True, False, False, False]
+
+
+def test_churn_model_is_an_honest_estimator(small_tables) -> None:
+    ts = build_training_set(small_tables, TrainConfig())
+    model = ChurnModel().fit(ts.X, ts.y)
+    assert model.fit(ts.X, ts.y) is model  # fit returns self
+    proba = model.predict_proba(ts.X)
+    assert proba.shape == (len(ts.X),) and ((proba >= 0) & (proba <= 1)).all()
+    assert set(model.encoder_.categories_) == {"plan", "industry", "segment", "nps_bucket"}
+    # Unknown categories and absent columns are missing values, not errors.
+    odd = ts.X.head(3).assign(plan="platinum").drop(columns=["mrr"])
+    assert np.isfinite(model.predict_proba(odd)).all()
+
+
+def test_train_cli_prints_json(small_tables, tmp_path: Path) -> None:
+    data = write_tables(small_tables, tmp_path / "data")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = runner.invoke(app, ["train", "--data", str(data), "--tracking-uri", uri, "--json",
+                                 "--horizon", "60"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["model_version"] == "1" and summary["model_name"] == "churn-risk"
+    assert 0 <= summary["metrics"]["roc_auc"] <= 1
+    assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the SQLite store
+
+
+def test_bad_data_fails_clearly_and_writes_nothing(small_tables, tmp_path: Path) -> None:
+    data = write_tables(small_tables, tmp_path / "data", fmt="csv")
+    text = (data / "surveys.csv").read_text().splitlines()
+    header = text[0].split(",")
+    bad = text[1].split(",")
+    bad[header.index("score")] = "12"
+    bad[header.index("kind")] = "nps"
+    (data / "surveys.csv").write_text("\n".join([text[0], ",".join(bad), *text[2:]]) + "\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = runner.invoke(app, ["train", "--data", str(data), "--tracking-uri", uri])
+    assert result.exit_code == 2
+    assert "surveys.csv, column 'score': nps score 12 out of range 0-10 (rows 2)" in result.output
+    assert not (tmp_path / "mlflow.db").exists()
+    out = tmp_path / "features.parquet"
+    result = runner.invoke(app, ["features", "--data", str(data), "--out", str(out)])
+    assert result.exit_code == 2 and not out.exists()
+    assert not list(tmp_path.glob(".features.parquet*"))
+
+
+def test_features_cli_writes_parquet(small_tables, tmp_path: Path) -> None:
+    data = write_tables(small_tables, tmp_path / "data")
+    out = tmp_path / "f.parquet"
+    result = runner.invoke(app, ["features", "--data", str(data), "--out", str(out),
+                                 "--as-of", "2024-05-01,2024-06-01"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(out)
+    assert set(frame.as_of.dt.strftime("%Y-%m-%d")) == {"2024-05-01", "2024-06-01"}
+    assert not frame.duplicated(["account_id", "as_of"]).any()
+
+
+@pytest.mark.parametrize("bad", ["", "not-a-date"])
+def test_features_cli_rejects_bad_dates(small_tables, tmp_path: Path, bad: str) -> None:
+    data = write_tables(small_tables, tmp_path / "data")
+    result = runner.invoke(app, ["features", "--data", str(data), "--out", str(tmp_path / "f.parquet"),
+                                 "--as-of", bad or ","])
+    assert result.exit_code != 0
