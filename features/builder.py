@@ -235,7 +235,9 @@ def build_features(tables: Tables, observations: pd.DataFrame,
     """
     specs = list(specs)
     obs = observation_frame(observations)
+    # DuckDB's own progress bar would garble logs and CLI output; the CLI reports progress itself.
     con = ibis.duckdb.connect()
+    con.raw_sql("SET enable_progress_bar = false")
     snap_pd = obs.assign(day=(obs["as_of"] - pd.Timestamp("1970-01-01")).dt.days.astype("int64"),
                          row=range(len(obs)))
     snaps = con.create_table("snapshots", snap_pd)

@@ -43,9 +43,9 @@ class FeatureEncoder:
             if name not in frame.columns:
                 continue
             if name in self.categories_:
-                codes = pd.Categorical(frame[name].astype("string"),
-                                       categories=self.categories_[name]).codes
-                out[:, j] = np.where(codes >= 0, codes, np.nan)
+                values = frame[name].astype("string")
+                codes = pd.Index(self.categories_[name]).get_indexer(values)
+                out[:, j] = np.where((codes >= 0) & values.notna().to_numpy(), codes, np.nan)
             else:
                 out[:, j] = pd.to_numeric(frame[name], errors="coerce").to_numpy(
                     dtype=np.float64, na_value=np.nan)

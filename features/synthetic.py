@@ -65,6 +65,11 @@ CHURN_EARLY_TENURE = 2.2  # extra logit in the first 4 months when onboarding is
 CHURN_NEGLECT = 1.2  # extra logit: unhappy and no proactive contact for 90 days
 #: Annual contracts decide once a year, so each decision weighs a year of reasons.
 CHURN_ANNUAL = 2.0
+#: Days before a renewal that the customer decides (indexed by billing period in months).
+DECISION_LEAD = np.zeros(13, dtype=np.int64)
+DECISION_LEAD[1], DECISION_LEAD[12] = 14, 60
+#: Share of leavers who stop using the product before their contract ends.
+GHOSTING_P = 0.6
 #: Share of accounts on annual contracts, by plan (the rest renew monthly).
 ANNUAL_SHARE = (0.0, 0.5, 1.0)
 WINBACK_P = 0.10
@@ -97,7 +102,7 @@ def _seconds_of_day(rng: np.random.Generator, n: int, mean_hour: float, sd_hour:
     return (hours * 3600).astype(np.int64)
 
 
-def generate(accounts: int = 600, months: int = 18, seed: int = 7,
+def generate(accounts: int = 3000, months: int = 24, seed: int = 7,
              start: str = "2024-01-01") -> Tables:
     """A synthetic customer base of ``accounts`` accounts over ``months`` months from ``start``.
 
@@ -135,6 +140,7 @@ def generate(accounts: int = 600, months: int = 18, seed: int = 7,
     stationary_sd = HEALTH_SIGMA / np.sqrt(1 - HEALTH_PHI**2)
     h = mu + rng.normal(0.0, stationary_sd, n)
     h_ema = h.copy()
+    mu0 = mu.copy()
 
     # ---- simulation state -------------------------------------------------------------------------
     cur_plan = plan.copy()
@@ -189,6 +195,8 @@ def generate(accounts: int = 600, months: int = 18, seed: int = 7,
     next_nps = np.where(existing, rng.integers(0, 180, n), signup_day + 7 + rng.integers(0, 3, n))
     tenure_start = signup_day.copy()
     last_touch = signup_day.copy()  # the kick-off call counts as contact
+    decided = np.zeros(n, dtype=bool)  # this renewal's decision is made
+    leaving = np.zeros(n, dtype=bool)  # ... and it is to leave
 
     H = np.zeros((n, n_days), dtype=np.float32)  # daily health (constant within a week)
     A = np.zeros((n, n_days), dtype=bool)  # subscribed that day
@@ -198,6 +206,18 @@ def generate(accounts: int = 600, months: int = 18, seed: int = 7,
     nps_parts: list[tuple[np.ndarray, int]] = []
     ticket_scale = 0.025 * np.sqrt(seats0 / 10.0)
 
+    def churn_logit(a: np.ndarray, d: int) -> np.ndarray:
+        """Log-odds that accounts ``a`` leave at a renewal decided on day ``d``."""
+        early = (d - tenure_start[a]) < 122
+        hr = h_ema[a]
+        failing = _sigmoid(-4.0 * (hr + 0.3))  # a soft threshold, not a line
+        neglected = (d - last_touch[a]) > 90
+        return (CHURN_A - np.array(CHURN_B)[cur_plan[a]] * hr
+                + np.array(CHURN_PLAN)[cur_plan[a]]
+                + CHURN_EARLY_TENURE * early * failing
+                + CHURN_NEGLECT * neglected * (hr < -0.5)
+                + CHURN_ANNUAL * (term[a] == 12))
+
     for d in range(n_days):
         # Arrivals: new signups and win-backs open a spell today.
         arrive = np.flatnonzero((signup_day == d) | (~active & (return_day == d)))
@@ -206,6 +226,7 @@ def generate(accounts: int = 600, months: int = 18, seed: int = 7,
             # A win-back starts afresh: the reasons to leave were addressed, at least for a while.
             h[back] = mu[back] + 0.3 + rng.normal(0.0, 0.3, back.size)
             h_ema[back] = h[back]
+            mu[back] = np.maximum(mu[back], mu0[back])  # a fresh start with new people
             active[arrive] = True
             anchor[arrive] = start_d + d
             renew_k[arrive] = 1
@@ -219,19 +240,28 @@ def generate(accounts: int = 600, months: int = 18, seed: int = 7,
             h[shock] -= rng.uniform(1.0, 2.0, shock.sum())
             mu[shock] -= 0.4  # part of the damage is lasting (the new contact is less engaged)
 
+        # Customers decide before the contract ends: annual ones about two months ahead, monthly
+        # ones about two weeks. Most of those leaving stop using the product (they are moving to
+        # something else) while the subscription runs out: the "silent churn" CS teams dread.
+        deciding = np.flatnonzero(active & ~decided & (next_renewal - DECISION_LEAD[term] == d))
+        if deciding.size:
+            decided[deciding] = True
+            leave = deciding[rng.random(deciding.size) < _sigmoid(churn_logit(deciding, d))]
+            leaving[leave] = True
+            ghost = leave[rng.random(leave.size) < GHOSTING_P]
+            drop = rng.uniform(1.5, 3.0, ghost.size)
+            h[ghost] -= drop
+            mu[ghost] -= drop  # no recovery: the decision is made
+
         # Renewals first: a churned account's end_date is exclusive, nothing happens on it.
         renew = np.flatnonzero(active & (next_renewal == d))
         if renew.size:
-            early = (d - tenure_start[renew]) < 122
-            hr = h_ema[renew]
-            failing = _sigmoid(-4.0 * (hr + 0.3))  # a soft threshold, not a line
-            neglected = (d - last_touch[renew]) > 90
-            logit = (CHURN_A - np.array(CHURN_B)[cur_plan[renew]] * hr
-                     + np.array(CHURN_PLAN)[cur_plan[renew]]
-                     + CHURN_EARLY_TENURE * early * failing
-                     + CHURN_NEGLECT * neglected * (hr < -0.5)
-                     + CHURN_ANNUAL * (term[renew] == 12))
-            churn = rng.random(renew.size) < _sigmoid(logit)
+            # Those who decided ahead act on it; the rest (e.g. a contract signed days ago) decide now.
+            now = ~decided[renew]
+            churn = leaving[renew].copy()
+            churn[now] = rng.random(now.sum()) < _sigmoid(churn_logit(renew[now], d))
+            decided[renew] = False
+            leaving[renew] = False
             gone = renew[churn]
             for acc in gone.tolist():
                 sub_end[open_row[acc]] = d

@@ -38,8 +38,8 @@ def _progress(message: str) -> None:
 @app.command()
 def generate(
     out: Annotated[Path, typer.Option(help="Output directory")],
-    accounts: Annotated[int, typer.Option(min=10, help="Number of accounts")] = 600,
-    months: Annotated[int, typer.Option(min=6, help="Months of history")] = 18,
+    accounts: Annotated[int, typer.Option(min=10, help="Number of accounts")] = 3000,
+    months: Annotated[int, typer.Option(min=6, help="Months of history")] = 24,
     seed: Annotated[int, typer.Option(help="Random seed")] = 7,
     start: Annotated[str, typer.Option(help="First day of the data")] = "2024-01-01",
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
@@ -175,8 +175,8 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="Where the demo keeps data and the MLflow store")]
     = Path("churn-demo"),
     port: Annotated[int, typer.Option(help="Port for the API")] = 8000,
-    accounts: Annotated[int, typer.Option(help="Synthetic accounts")] = 600,
-    months: Annotated[int, typer.Option(help="Months of synthetic history")] = 18,
+    accounts: Annotated[int, typer.Option(help="Synthetic accounts")] = 3000,
+    months: Annotated[int, typer.Option(help="Months of synthetic history")] = 24,
     seed: Annotated[int, typer.Option(help="Random seed")] = 7,
     serve_api: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the API at the end")]
     = True,
@@ -219,3 +219,7 @@ def _curl_example(frame: pd.DataFrame, port: int) -> str:
     body = json.dumps({"accounts": rows})
     return (f"curl -s -X POST http://127.0.0.1:{port}/v1/scores "
             f"-H 'Content-Type: application/json' -d {shlex.quote(body)}")
+
+
+if __name__ == "__main__":  # `python -m training.cli`, used by the tests
+    app()

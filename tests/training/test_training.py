@@ -32,7 +32,7 @@ def test_model_beats_floor_and_logistic_baseline(registered_model) -> None:
 def test_champion_alias_points_at_the_new_version(registered_model) -> None:
     client = MlflowClient(registered_model.tracking_uri)
     champion = client.get_model_version_by_alias(registered_model.model_name, "champion")
-    assert champion.version == registered_model.version
+    assert str(champion.version) == registered_model.version
     run = client.get_run(registered_model.result.run_id)
     for key in ("test_roc_auc", "test_pr_auc", "test_top_decile_lift", "baseline_logreg_test_roc_auc"):
         assert key in run.data.metrics
