@@ -17,7 +17,7 @@ from training.config import TrainConfig
 
 app = typer.Typer(help="churn-risk: churn prediction and health scores for customer success.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Directory with one CSV/Parquet file per "
                                        "table (see docs/data-contract.md)")]
