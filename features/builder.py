@@ -22,14 +22,17 @@ import pandas as pd
 
 from features.contract import Tables
 from features.definitions import (
-    CATALOGUE,
-    HELPERS,
     NPS_BUCKETS,
+    Attribute,
     Derived,
     Distinct,
+    FeatureConfig,
     FeatureSpec,
     Since,
     Window,
+    catalogue,
+    helper_specs,
+    key_event_measure,
 )
 
 KEYS = ["account_id", "as_of"]
@@ -60,6 +63,16 @@ FORMULAS: dict[str, Callable[..., ir.Value]] = {
 }
 
 
+#: Inputs of derived features that are settings of the data set, not columns.
+CONSTANTS = ("_key_event_count", "_check_in_days", "_review_days")
+
+
+def _constant(name: str, config: FeatureConfig) -> ir.Value:
+    value = {"_key_event_count": len(config.key_events), "_check_in_days": config.check_in_days,
+             "_review_days": config.review_days}[name]
+    return ibis.literal(float(value), "float64")
+
+
 def observation_frame(observations: pd.DataFrame) -> pd.DataFrame:
     """Check and normalise a frame of (account_id, as_of) pairs."""
     missing = [c for c in KEYS if c not in observations.columns]
@@ -80,13 +93,16 @@ def observation_frame(observations: pd.DataFrame) -> pd.DataFrame:
 def _rollups(con: ibis.BaseBackend, tables: Tables) -> dict[str, ir.Table]:
     """Daily measures per account for every present event table."""
     out: dict[str, ir.Table] = {}
+    config = tables.feature_config
     if tables.usage_events is not None:
         ev = con.create_table("usage_events", tables.usage_events[
             ["account_id", "timestamp", "event", "user_id", "quantity"]])
-        ev = ev.mutate(day=_day(ev.timestamp))
+        ev = ev.mutate(day=_day(ev.timestamp), qty=ev.quantity.fill_null(1))
+        key_measures = {key_event_measure(e): ev.qty.sum(where=ev.event == e).fill_null(0)
+                        .cast("float64") for e in config.key_events}
         out["usage_events"] = ev.group_by(["account_id", "day"]).agg(
-            events=ev.quantity.fill_null(1).sum().cast("float64"),
-            active=ev.count().clip(upper=1))
+            events=ev.qty.sum().cast("float64"),
+            active=ev.count().clip(upper=1), **key_measures)
         out["usage_events:event"] = ev.select("account_id", "day", key=ev.event).distinct()
         out["usage_events:user_id"] = (ev.filter(ev.user_id.notnull())
                                        .select("account_id", "day", key=ev.user_id).distinct())
@@ -174,6 +190,40 @@ def _catalogue_size(usage: ir.Table, snaps: ir.Table) -> ir.Table:
     return seen.group_by("day").agg(_catalogue_size=seen.count().cast("float64"))
 
 
+def _extra_attributes(con: ibis.BaseBackend, tables: Tables, snaps: ir.Table,
+                      specs: list[FeatureSpec]) -> ir.Table | None:
+    """Configured extra account columns (``extra:<column>:<kind>`` attributes)."""
+    wanted = [(s.name, *s.compute.name.split(":")[1:]) for s in specs  # type: ignore[union-attr]
+              if isinstance(s.compute, Attribute) and s.compute.name.startswith("extra:")]
+    if not wanted:
+        return None
+    acc = tables.accounts
+    missing = [col for _, col, _ in wanted if col not in acc.columns]
+    if missing:
+        raise ValueError(f"{tables.files.get('accounts', 'accounts')}: configured account "
+                         f"attribute column(s) missing: {', '.join(missing)}")
+    frame = pd.DataFrame({"account_id": acc["account_id"]})
+    for i, (_, col, kind) in enumerate(wanted):
+        values = acc[col]
+        if kind == "category":
+            frame[f"c{i}"] = values.astype("string")
+        elif kind == "number":
+            frame[f"c{i}"] = pd.to_numeric(values, errors="raise").astype("float64")
+        else:
+            frame[f"c{i}"] = pd.to_datetime(values).astype("datetime64[us]")
+    extra = con.create_table("account_extras", frame)
+    j = snaps.select("account_id", "day", "as_of").left_join(extra, "account_id")
+    cols: dict[str, ir.Value] = {}
+    for i, (name, _, kind) in enumerate(wanted):
+        c = j[f"c{i}"]
+        if kind == "years_since":
+            cols[name] = ibis.cases((c < j.as_of, (j.day - _day(c)).cast("float64") / 365.25),
+                                    else_=_null())
+        else:
+            cols[name] = c
+    return j.select("account_id", "day", **cols)
+
+
 def _account_attributes(con: ibis.BaseBackend, tables: Tables, snaps: ir.Table) -> ir.Table:
     acc = tables.accounts
     acc_cols = ["account_id"] + [c for c in ("plan", "seats", "industry", "segment",
@@ -224,16 +274,19 @@ def _last_nps(rollup: ir.Table, snaps: ir.Table) -> ir.Table:
 
 
 def build_features(tables: Tables, observations: pd.DataFrame,
-                   specs: Iterable[FeatureSpec] = CATALOGUE) -> pd.DataFrame:
+                   specs: Iterable[FeatureSpec] | None = None) -> pd.DataFrame:
     """Compute the feature catalogue for each (account_id, as_of) in ``observations``.
 
     Only rows dated strictly before ``as_of`` are used. Families whose table is absent are null.
+    ``specs`` defaults to the catalogue for the data set, ``catalogue(tables.feature_config)``
+    (the declared features plus the data set's key-event and attribute features).
 
     Returns:
         A frame with ``account_id``, ``as_of`` and one column per feature, in the order of
         ``observations``.
     """
-    specs = list(specs)
+    config: FeatureConfig = tables.feature_config
+    specs = list(catalogue(config) if specs is None else specs)
     obs = observation_frame(observations)
     # DuckDB's own progress bar would garble logs and CLI output; the CLI reports progress itself.
     con = ibis.duckdb.connect()
@@ -242,8 +295,11 @@ def build_features(tables: Tables, observations: pd.DataFrame,
                          row=range(len(obs)))
     snaps = con.create_table("snapshots", snap_pd)
     rollups = _rollups(con, tables)
-    everything = {s.name: s for s in (*specs, *HELPERS)}
+    everything = {s.name: s for s in (*specs, *helper_specs(config))}
     parts: list[ir.Table] = [_account_attributes(con, tables, snaps)]
+    extras = _extra_attributes(con, tables, snaps, specs)
+    if extras is not None:
+        parts.append(extras)
 
     by_source: dict[str, list[FeatureSpec]] = {}
     for spec in everything.values():
@@ -271,9 +327,17 @@ def build_features(tables: Tables, observations: pd.DataFrame,
         joined = joined.left_join(part, ["account_id", "day"]).select(
             *[c for c in joined.columns], *cols)
     derived: dict[str, ir.Value] = {}
+    key_helpers = [f"_key_{i}_30d" for i in range(len(config.key_events))]
+    usage = "usage_events" in rollups
     for spec in specs:
         if isinstance(spec.compute, Derived):
-            inputs = [derived.get(i, joined[i] if i in joined.columns else _null())
+            if spec.compute.formula == "count_positive":
+                # How many key features were used: null without key features or usage data.
+                used = [(joined[h] > 0).cast("float64") for h in key_helpers if h in joined.columns]
+                derived[spec.name] = (sum(used[1:], used[0]) if used and usage else _null())
+                continue
+            inputs = [derived.get(i, _constant(i, config) if i in CONSTANTS else
+                                  joined[i] if i in joined.columns else _null())
                       for i in spec.compute.inputs]
             derived[spec.name] = FORMULAS[spec.compute.formula](*inputs)
     joined = joined.mutate(**derived)

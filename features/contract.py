@@ -14,6 +14,8 @@ from typing import Literal
 
 import pandas as pd
 
+from features.definitions import DEFAULT_CONFIG, FeatureConfig
+
 Kind = Literal["id", "str", "date", "datetime", "float", "int"]
 
 #: The suffixes we read, in the order we look for them.
@@ -112,6 +114,8 @@ TOUCHPOINTS = TableSpec(
         Column("channel", "str"),
         Column("initiated_by", "str", choices=("company", "customer")),
         Column("resolved_at", "datetime", required=False, nullable=True),
+        # 1 = the request was escalated (to engineering, management ...); only for customer requests.
+        Column("escalated", "int", required=False, nullable=True, min=0, max=1),
     ),
     required=False,
     time_column="timestamp",
@@ -134,6 +138,21 @@ TABLES: tuple[TableSpec, ...] = (ACCOUNTS, SUBSCRIPTIONS, USAGE_EVENTS, TOUCHPOI
 SCORE_RANGES = {"nps": (0, 10), "csat": (1, 5)}
 
 
+@dataclass(frozen=True)
+class ChurnSettings:
+    """A data set's churn definition (a mapping file's ``churn:`` section); None = the defaults."""
+
+    #: Last date the data is complete for (labels need their horizon to end on or before it).
+    observed_until: pd.Timestamp | None = None
+    #: Gap between subscriptions that is not churn.
+    grace_days: int | None = None
+    #: Suggested label horizon.
+    horizon_days: int | None = None
+    #: Where churn dates come from: "subscriptions" (spell ends) or "events" (a churn-event table,
+    #: already turned into subscription ends by the mapping).
+    source: str = "subscriptions"
+
+
 @dataclass
 class Tables:
     """The validated input tables. Optional tables that were absent are ``None``."""
@@ -145,6 +164,16 @@ class Tables:
     surveys: pd.DataFrame | None = None
     source: str = "<memory>"
     files: dict[str, str] = field(default_factory=dict)
+    #: Data-set specific features (key events, extra attributes, contact cadence).
+    feature_config: FeatureConfig = DEFAULT_CONFIG
+    #: The data set's churn definition, when a mapping chose one.
+    churn: ChurnSettings = field(default_factory=ChurnSettings)
+
+    def observed_until(self) -> pd.Timestamp:
+        """The default ``observed_until``: the mapping's choice, else the latest date in the data."""
+        if self.churn.observed_until is not None:
+            return pd.Timestamp(self.churn.observed_until).normalize()
+        return self.latest_date()
 
     def get(self, name: str) -> pd.DataFrame | None:
         return getattr(self, name)
@@ -200,10 +229,22 @@ def read_raw(path: Path) -> pd.DataFrame:
 def load_tables(data_dir: str | Path) -> Tables:
     """Read and validate every table in ``data_dir``.
 
+    ``data_dir`` may also be a mapping file (``*.yaml``, see :mod:`features.mapping`), which is then
+    loaded with its own data location, or an Ibis connection URL of a database holding the
+    contract's tables (``postgresql://user@host:5432/db``).
+
     Raises:
         DataContractError: a required table or column is missing, or a value breaks the contract.
     """
+    if isinstance(data_dir, str) and "://" in data_dir:
+        from features.mapping import load_database
+
+        return load_database(data_dir)
     data_dir = Path(data_dir)
+    if data_dir.suffix in (".yaml", ".yml") and data_dir.is_file():
+        from features.mapping import load_mapped
+
+        return load_mapped(data_dir)
     if not data_dir.is_dir():
         raise DataContractError(str(data_dir), "data directory does not exist")
     frames: dict[str, pd.DataFrame] = {}
@@ -232,7 +273,8 @@ def validate_tables(tables: Tables) -> Tables:
                 raise DataContractError(spec.name, "required table missing")
             continue
         out[spec.name] = validate_table(spec, frame, tables.files.get(spec.name, spec.name))
-    result = Tables(**out, source=tables.source, files=tables.files)
+    result = Tables(**out, source=tables.source, files=tables.files,
+                    feature_config=tables.feature_config, churn=tables.churn)
     check_references(result)
     return result
 

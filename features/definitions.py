@@ -16,6 +16,7 @@ Windows are always ``[as_of - N days, as_of)``: rows dated on ``as_of`` or later
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -126,6 +127,14 @@ CATALOGUE: tuple[FeatureSpec, ...] = (
                 "Product events per active user in the last 30 days",
                 Derived("ratio", ("events_30d", "active_users_30d")), window_days=30,
                 aggregation="ratio", unit="events", fat_tailed=True),
+    FeatureSpec("key_features_used_30d", "usage_depth",
+                "Key product features (the data set's configured most valuable features) used in "
+                "the last 30 days", Derived("count_positive", ("_key_*_30d",)), window_days=30,
+                aggregation="count distinct", unit="features"),
+    FeatureSpec("key_feature_adoption_30d", "usage_depth",
+                "Share of the key product features used in the last 30 days",
+                Derived("ratio", ("key_features_used_30d", "_key_event_count")), window_days=30,
+                aggregation="ratio", unit="%"),
     # --- usage frequency: how often the account uses the product, and the trend
     _window("events_7d", "usage_frequency", "usage_events", "events", 7,
             "Product events in the last 7 days", "events", fat_tailed=True),
@@ -209,26 +218,131 @@ HELPERS: tuple[FeatureSpec, ...] = (
 )
 
 NPS_BUCKETS = ("detractor", "passive", "promoter")
+_STATIC_NAMES = frozenset(spec.name for spec in CATALOGUE)
 
 
-def feature_names() -> list[str]:
+@dataclass(frozen=True)
+class AccountAttribute:
+    """An extra account column used as a feature (e.g. acquisition channel, country, birth date).
+
+    ``kind`` is ``category`` (a label), ``number`` (used as it is) or ``years_since`` (a date column;
+    the feature is the years from that date to as_of, e.g. age from a birth date).
+    """
+
+    column: str
+    kind: Literal["category", "number", "years_since"] = "category"
+    name: str | None = None
+    description: str | None = None
+
+    @property
+    def feature(self) -> str:
+        return self.name or slug(self.column)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Data-set specific feature settings (a mapping file's ``features:`` section).
+
+    * ``key_events``: the product's most valuable features (event names). Each gets its own event
+      counts over ``key_event_windows`` days, and the catalogue's ``key_*`` features measure their
+      adoption.
+    * ``attributes``: extra account columns used as features.
+    * ``check_in_days`` / ``review_days``: the expected cadence of proactive contact (a check-in
+      every month, a business review every quarter by default); the cadence-gap features compare
+      the time since the last contact with them.
+    """
+
+    key_events: tuple[str, ...] = ()
+    key_event_windows: tuple[int, ...] = (30,)
+    attributes: tuple[AccountAttribute, ...] = ()
+    check_in_days: int = 30
+    review_days: int = 91
+    #: Channels that count as business reviews (for the review cadence).
+    review_channels: tuple[str, ...] = ("qbr", "meeting", "review")
+
+    def __post_init__(self) -> None:
+        if any(w < 1 for w in self.key_event_windows):
+            raise ValueError("key_event_windows must be positive numbers of days")
+        if self.check_in_days < 1 or self.review_days < 1:
+            raise ValueError("check_in_days and review_days must be at least 1")
+        names = [key_event_feature(e, w) for e in self.key_events for w in self.key_event_windows]
+        names += [a.feature for a in self.attributes]
+        clash = sorted({n for n in names if names.count(n) > 1 or n in _STATIC_NAMES})
+        if clash:
+            raise ValueError(f"feature names clash: {', '.join(clash)} (rename the event or attribute)")
+
+
+DEFAULT_CONFIG = FeatureConfig()
+
+
+def slug(text: str) -> str:
+    """A feature-name-safe form of an event or column name: lower case, ``_`` for anything else."""
+    out = re.sub(r"[^0-9a-z]+", "_", str(text).lower()).strip("_")
+    return out or "x"
+
+
+def key_event_feature(event: str, days: int) -> str:
+    return f"key_{slug(event)}_{days}d"
+
+
+def key_event_measure(event: str) -> str:
+    return f"kev_{slug(event)}"
+
+
+def _dynamic_specs(config: FeatureConfig) -> list[FeatureSpec]:
+    specs: list[FeatureSpec] = []
+    for event in config.key_events:
+        for days in config.key_event_windows:
+            specs.append(_window(key_event_feature(event, days), "usage_depth", "usage_events",
+                                 key_event_measure(event), days,
+                                 f"Uses of the key feature '{event}' in the last {days} days",
+                                 "events", fat_tailed=True))
+    for attr in config.attributes:
+        if attr.kind == "category":
+            desc, dtype, unit = f"Account {attr.column}", "category", ""
+        elif attr.kind == "number":
+            desc, dtype, unit = f"Account {attr.column}", "float", ""
+        else:
+            desc, dtype, unit = f"Years since the account's {attr.column}", "float", "years"
+        specs.append(FeatureSpec(attr.feature, "account", attr.description or desc,
+                                 Attribute(f"extra:{attr.column}:{attr.kind}"),
+                                 aggregation="attribute", dtype=dtype, unit=unit))  # type: ignore[arg-type]
+    return specs
+
+
+def catalogue(config: FeatureConfig | None = None) -> tuple[FeatureSpec, ...]:
+    """The declared catalogue plus the data set's configured features (key events, attributes)."""
+    if config is None or (not config.key_events and not config.attributes):
+        return CATALOGUE
+    return CATALOGUE + tuple(_dynamic_specs(config))
+
+
+def helper_specs(config: FeatureConfig | None = None) -> tuple[FeatureSpec, ...]:
+    """Intermediate columns: the fixed helpers plus one 30-day count per key event."""
+    config = config or DEFAULT_CONFIG
+    extra = tuple(_window(f"_key_{i}_30d", "usage_depth", "usage_events", key_event_measure(e), 30,
+                          "", "") for i, e in enumerate(config.key_events))
+    return HELPERS + extra
+
+
+def feature_names(config: FeatureConfig | None = None) -> list[str]:
     """Names of all model features, in catalogue order."""
-    return [spec.name for spec in CATALOGUE]
+    return [spec.name for spec in catalogue(config)]
 
 
-def catalogue_by_name() -> dict[str, FeatureSpec]:
-    return {spec.name: spec for spec in CATALOGUE}
+def catalogue_by_name(config: FeatureConfig | None = None) -> dict[str, FeatureSpec]:
+    return {spec.name: spec for spec in catalogue(config)}
 
 
-def categorical_features() -> list[str]:
-    return [spec.name for spec in CATALOGUE if spec.dtype == "category"]
+def categorical_features(config: FeatureConfig | None = None) -> list[str]:
+    return [spec.name for spec in catalogue(config) if spec.dtype == "category"]
 
 
-def catalogue_records() -> list[dict[str, object]]:
+def catalogue_records(config: FeatureConfig | None = None) -> list[dict[str, object]]:
     """The catalogue as plain records (for MLflow artifacts, the API and the docs)."""
     return [
         {"name": s.name, "family": s.family, "table": s.table, "window_days": s.window_days,
          "aggregation": s.aggregation, "dtype": s.dtype, "unit": s.unit,
          "description": s.description}
-        for s in CATALOGUE
+        for s in catalogue(config)
     ]

@@ -85,13 +85,14 @@ def training_observations(tables: Tables, config: LabelConfig = LabelConfig(),
 
     Observation dates run from ``first`` (default: the first date at least ``LOOKBACK_DAYS`` after
     the data's activity starts, so that the usage windows are filled) to
-    the last date whose horizon ends on or before ``observed_until`` (default: latest data date);
+    the last date whose horizon ends on or before ``observed_until`` (default:
+    ``tables.observed_until()``, the mapping's choice or else the latest data date);
     later dates would have unobserved labels and are left out.
 
     Returns:
         ``account_id``, ``as_of``, ``churned`` (0/1) and ``churn_date``, sorted by as_of, account.
     """
-    observed_until = (tables.latest_date() if observed_until is None
+    observed_until = (tables.observed_until() if observed_until is None
                       else pd.Timestamp(observed_until).normalize())
     spells = account_spells(tables.subscriptions, observed_until, config.grace_days)
     if first is None:

@@ -1,0 +1,425 @@
+"""Bring your own data: a YAML mapping turns someone else's tables into the input contract.
+
+A mapping file names, for each contract table, where its rows come from (a file in a data directory,
+or a table in a database reached through an Ibis connection URL), which source column feeds each
+contract column and how values are converted (date formats such as D/M/YYYY, value maps for
+booleans or labels, constants). It also sets the data set's feature settings (key events, extra
+account attributes, contact cadence) and its churn definition. ``docs/features.md`` describes the
+format; ``features/mappings/`` holds worked examples (``sim-dev.yaml``, ``ravenstack-saas.yaml``).
+
+Entry points: :func:`load_mapped` (a mapping plus a data directory or URL -> validated
+:class:`~features.contract.Tables`) and :func:`load_database` (contract-shaped tables in a database).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from features.contract import (
+    SUFFIXES,
+    TABLES,
+    ChurnSettings,
+    Column,
+    DataContractError,
+    Tables,
+    TableSpec,
+    _row_numbers,
+    check_references,
+    read_raw,
+    validate_table,
+)
+from features.definitions import AccountAttribute, FeatureConfig
+
+#: Worked mappings shipped with the package.
+MAPPINGS_DIR = Path(__file__).parent / "mappings"
+_SPECS = {spec.name: spec for spec in TABLES}
+#: Dated churn events, for churn definitions that come from such a table.
+CHURN_EVENTS = TableSpec("churn_events", (Column("account_id", "id"), Column("churn", "date")),
+                         required=False)
+
+
+class ColumnMap(BaseModel):
+    """How one output column is made: from a source column or a constant, then converted."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str | None = Field(None, alias="from", description="source column")
+    value: Any = Field(None, description="a constant for every row (instead of 'from')")
+    format: str | None = Field(None, description="strptime date format, e.g. '%d/%m/%Y'")
+    map: dict[str, Any] | None = Field(None, description="value -> new value; unmapped is an error")
+    lookup: Lookup | None = None
+
+    def model_post_init(self, __context: Any) -> None:
+        if (self.source is None) == (self.value is None):
+            raise ValueError("give exactly one of 'from' (a source column) or 'value' (a constant)")
+
+
+class Lookup(BaseModel):
+    """Replace a value by a column of another source table, e.g. subscription_id -> account_id."""
+
+    model_config = ConfigDict(extra="forbid")
+    table: str
+    key: str
+    value: str
+
+
+class TableMap(BaseModel):
+    """Where one contract table comes from."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(alias="from", description="file stem/name in the data directory, or a "
+                        "database table")
+    columns: dict[str, str | ColumnMap]
+    #: Identical rows (e.g. events truncated to dates) become one row whose quantity is their count.
+    collapse_duplicates: bool = False
+    #: Rows repeating a key of the contract: "error" (default) or keep the "first"/"last" of them.
+    duplicate_keys: Literal["error", "first", "last"] = "error"
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _columns(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or not value:
+            raise ValueError("columns must map output column names to source columns")
+        return value
+
+    def column(self, name: str) -> ColumnMap:
+        spec = self.columns[name]
+        return ColumnMap(**{"from": spec}) if isinstance(spec, str) else spec
+
+
+class ChurnMap(BaseModel):
+    """The churn definition."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: "subscriptions": a spell of subscriptions ends = churn; "events": dated churn events in
+    #: another table (reactivations start a new spell).
+    source: Literal["subscriptions", "events"] = Field("subscriptions", alias="from")
+    grace_days: int | None = Field(None, ge=0)
+    horizon_days: int | None = Field(None, gt=0)
+    observed_until: str | None = None
+    #: For source "events": the table and its account and date columns.
+    table: str | None = None
+    account_id: str | ColumnMap | None = None
+    date: str | ColumnMap | None = None
+
+
+class FeaturesMap(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key_events: list[str] = []
+    key_event_windows: list[int] = [30]
+    attributes: list[AccountAttribute | dict[str, Any]] = []
+    check_in_days: int = 30
+    review_days: int = 91
+    review_channels: list[str] = ["qbr", "meeting", "review"]
+
+    def config(self) -> FeatureConfig:
+        attrs = tuple(a if isinstance(a, AccountAttribute) else AccountAttribute(**a)
+                      for a in self.attributes)
+        return FeatureConfig(tuple(self.key_events), tuple(self.key_event_windows), attrs,
+                             self.check_in_days, self.review_days, tuple(self.review_channels))
+
+
+class Mapping(BaseModel):
+    """A mapping file."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "mapped"
+    description: str = ""
+    #: Default data location: a directory (relative to the mapping file) or an Ibis URL.
+    data: str | None = None
+    tables: dict[str, TableMap]
+    features: FeaturesMap = FeaturesMap()
+    churn: ChurnMap = ChurnMap()
+
+    @field_validator("tables")
+    @classmethod
+    def _known_tables(cls, value: dict[str, TableMap]) -> dict[str, TableMap]:
+        unknown = sorted(set(value) - set(_SPECS))
+        if unknown:
+            raise ValueError(f"unknown table(s) {', '.join(unknown)}; the contract has "
+                             f"{', '.join(_SPECS)}")
+        for name in ("accounts", "subscriptions"):
+            if name not in value:
+                raise ValueError(f"the required table {name!r} is not mapped")
+        return value
+
+
+ColumnMap.model_rebuild()
+
+
+def read_mapping(path: str | Path) -> Mapping:
+    """Read and check a mapping file.
+
+    Raises:
+        DataContractError: the file is missing, not YAML, or breaks the mapping format.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise DataContractError(str(path), f"cannot read mapping: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise DataContractError(str(path), f"not valid YAML: {exc}") from exc
+    try:
+        return Mapping.model_validate(raw or {})
+    except ValidationError as exc:
+        errors = exc.errors()
+        # In "a column name or a {from: ...} spec" unions, the spec's own complaint says more.
+        shown = [e for e in errors if e["type"] != "string_type"] or errors
+        text = "; ".join(
+            f"at {'.'.join(str(p) for p in e['loc'] if p not in ('str', 'ColumnMap')) or 'top'}: "
+            f"{e['msg']}" for e in shown[:3])
+        raise DataContractError(str(path), f"invalid mapping {text}") from exc
+
+
+def redact(url: str) -> str:
+    """A connection URL without its password (for messages)."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def is_url(location: str | Path) -> bool:
+    return isinstance(location, str) and re.match(r"^[a-z][a-z0-9+]*://", location) is not None
+
+
+class _Source:
+    """Reads source tables from a directory or a database, once each."""
+
+    def __init__(self, location: str | Path):
+        self.location = location
+        self.cache: dict[str, tuple[pd.DataFrame, str]] = {}
+        self.con = None
+        if is_url(location):
+            import ibis
+
+            try:
+                self.con = ibis.connect(str(location))
+            except Exception as exc:  # driver errors vary by backend
+                raise DataContractError(redact(str(location)),
+                                        f"cannot connect: {exc}".splitlines()[0]) from exc
+        elif not Path(location).is_dir():
+            raise DataContractError(str(location), "data directory does not exist")
+
+    def read(self, name: str) -> tuple[pd.DataFrame, str]:
+        """(frame, label for messages) of source table ``name``."""
+        if name in self.cache:
+            return self.cache[name]
+        if self.con is not None:
+            label = f"{name} ({redact(str(self.location))})"
+            try:
+                frame = self.con.table(name).to_pandas()
+            except Exception as exc:
+                raise DataContractError(label, f"cannot read table: {exc}".splitlines()[0]) from exc
+        else:
+            path = _find(Path(self.location), name)
+            label = path.name
+            frame = _read_file(path)
+        self.cache[name] = (frame, label)
+        return frame, label
+
+
+def _find(data_dir: Path, name: str) -> Path:
+    candidates = [data_dir / name] + [data_dir / f"{name}{s}" for s in SUFFIXES]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise DataContractError(str(data_dir), f"source table {name!r} not found (looked for "
+                            f"{', '.join(p.name for p in candidates)})")
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    """Read a file as text (CSV) or as typed (Parquet); large CSVs are read by DuckDB."""
+    if path.name.endswith(".parquet") or path.stat().st_size < 5_000_000:
+        return read_raw(path)
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        rel = con.read_csv(str(path), all_varchar=True, header=True)
+        return rel.df()
+    finally:
+        con.close()
+
+
+def _convert(col: ColumnMap, frame: pd.DataFrame, label: str, out_name: str,
+             source: _Source) -> pd.Series:
+    if col.value is not None:
+        return pd.Series([col.value] * len(frame), index=frame.index, dtype=object)
+    if col.source not in frame.columns:
+        raise DataContractError(label, f"column {col.source!r} (for {out_name!r}) not found; "
+                                f"found {', '.join(map(str, frame.columns))}", col.source)
+    values = frame[col.source]
+    if col.lookup is not None:
+        other, other_label = source.read(col.lookup.table)
+        for c in (col.lookup.key, col.lookup.value):
+            if c not in other.columns:
+                raise DataContractError(other_label, f"lookup column {c!r} not found", c)
+        table = other.drop_duplicates(col.lookup.key).set_index(col.lookup.key)[col.lookup.value]
+        looked = values.map(table)
+        bad = values.notna() & looked.isna()
+        if bad.any():
+            raise DataContractError(label, f"{values[bad].iloc[0]!r} not found in "
+                                    f"{other_label} column {col.lookup.key!r}", col.source,
+                                    _row_numbers(frame, bad, label))
+        values = looked
+    if col.map is not None:
+        text = values.astype("string").str.strip()
+        known = {str(k): v for k, v in col.map.items()}
+        bad = text.notna() & (text != "") & ~text.isin(list(known))
+        if bad.any():
+            raise DataContractError(label, f"value {text[bad].iloc[0]!r} has no entry in the "
+                                    f"mapping's 'map' ({', '.join(known)})", col.source,
+                                    _row_numbers(frame, bad, label))
+        values = pd.Series([known.get(v) if isinstance(v, str) and v else None for v in text],
+                           index=frame.index, dtype=object)
+    if col.format is not None:
+        text = values.astype("string").str.strip()
+        present = text.notna() & (text != "")
+        parsed = pd.to_datetime(text.where(present, None), format=col.format, errors="coerce")
+        bad = present & parsed.isna()
+        if bad.any():
+            raise DataContractError(label, f"date {text[bad].iloc[0]!r} does not match the "
+                                    f"format {col.format!r}", col.source,
+                                    _row_numbers(frame, bad, label))
+        values = parsed
+    return values
+
+
+def _map_table(name: str, spec: TableMap, source: _Source) -> tuple[pd.DataFrame, str]:
+    frame, label = source.read(spec.source)
+    out = pd.DataFrame(index=frame.index)
+    for out_name in spec.columns:
+        out[out_name] = _convert(spec.column(out_name), frame, label, out_name, source)
+    contract = _SPECS[name]
+    for col in contract.columns:  # a nullable column the source lacks is simply empty
+        if col.required and col.nullable and col.name not in out.columns:
+            out[col.name] = None
+    if spec.duplicate_keys != "error" and contract.key:
+        present = [k for k in contract.key if k in out.columns]
+        out = out.loc[~out.duplicated(present, keep=spec.duplicate_keys)]
+    typed = validate_table(contract, out, label)
+    if spec.collapse_duplicates:
+        typed = _collapse(typed)
+    return typed, label
+
+
+def _collapse(frame: pd.DataFrame) -> pd.DataFrame:
+    """Identical usage rows -> one row whose quantity is the sum of theirs (empty = 1)."""
+    keys = [c for c in frame.columns if c != "quantity"]
+    qty = frame["quantity"].fillna(1.0)
+    out = (frame.assign(quantity=qty).groupby(keys, sort=False, dropna=False, observed=True)
+           ["quantity"].sum().reset_index())
+    return out.sort_values(["account_id", "timestamp"], kind="stable").reset_index(drop=True)
+
+
+def _churn_from_events(mapping: ChurnMap, subs: pd.DataFrame, source: _Source) -> pd.DataFrame:
+    """Subscription ends rewritten from dated churn events.
+
+    Each subscription ends at the first churn event after its start (or stays open when none
+    follows), so each account's spells run from a (re)activation to a churn event.
+    """
+    if mapping.table is None or mapping.account_id is None or mapping.date is None:
+        raise DataContractError("mapping", "churn from events needs 'table', 'account_id' and "
+                                "'date'")
+    frame, label = source.read(mapping.table)
+    acc = _convert(_as_col(mapping.account_id), frame, label, "account_id", source)
+    date = _convert(_as_col(mapping.date), frame, label, "churn date", source)
+    events = validate_table(CHURN_EVENTS, pd.DataFrame({"account_id": acc, "churn": date}), label)
+    events = events.drop_duplicates()
+    events = events.sort_values("churn", kind="stable")
+    subs = subs.reset_index(drop=True).assign(_row=lambda f: range(len(f)))
+    ordered = subs.sort_values("start_date", kind="stable")
+    # The first churn event strictly after each subscription's start (a range merge, by account).
+    merged = pd.merge_asof(ordered, events, left_on="start_date", right_on="churn",
+                           by="account_id", direction="forward", allow_exact_matches=False)
+    subs = merged.sort_values("_row").reset_index(drop=True)
+    subs["end_date"] = subs["churn"].astype("datetime64[us]")
+    return subs.drop(columns=["churn", "_row"])
+
+
+def _as_col(spec: str | ColumnMap) -> ColumnMap:
+    return ColumnMap(**{"from": spec}) if isinstance(spec, str) else spec
+
+
+def load_mapped(mapping: str | Path | Mapping, data: str | Path | None = None) -> Tables:
+    """Load a data set through a mapping into validated contract tables.
+
+    Args:
+        mapping: a mapping file (YAML), the name of a shipped mapping (``"sim-dev"``,
+            ``"ravenstack-saas"``) or a parsed :class:`Mapping`.
+        data: the data directory or an Ibis connection URL (``postgresql://user@host/db``);
+            default the mapping's ``data`` (a directory relative to the mapping file).
+
+    Returns:
+        Tables carrying the mapping's feature settings (``tables.feature_config``) and churn
+        definition (``tables.churn``).
+
+    Raises:
+        DataContractError: the mapping or the data breaks the format; names file, column, rows.
+    """
+    base = Path.cwd()
+    if not isinstance(mapping, Mapping):
+        path = Path(mapping)
+        if not path.exists() and (MAPPINGS_DIR / f"{mapping}.yaml").exists():
+            path = MAPPINGS_DIR / f"{mapping}.yaml"
+        base = path.resolve().parent
+        mapping = read_mapping(path)
+    if data is None:
+        if mapping.data is None:
+            raise DataContractError(mapping.name, "no data location: pass one or set 'data' in "
+                                    "the mapping")
+        data = mapping.data if is_url(mapping.data) else base / mapping.data
+    source = _Source(data if is_url(data) else Path(data))
+    frames: dict[str, pd.DataFrame] = {}
+    files: dict[str, str] = {}
+    for name, spec in mapping.tables.items():
+        frames[name], files[name] = _map_table(name, spec, source)
+    churn = mapping.churn
+    if churn.source == "events":
+        frames["subscriptions"] = validate_table(
+            _SPECS["subscriptions"],
+            _churn_from_events(churn, frames["subscriptions"], source), files["subscriptions"])
+    try:
+        config = mapping.features.config()
+    except (ValueError, TypeError) as exc:
+        raise DataContractError(mapping.name, f"invalid features section: {exc}") from exc
+    observed = pd.Timestamp(churn.observed_until) if churn.observed_until else None
+    tables = Tables(**frames, source=str(redact(str(data))), files=files, feature_config=config,
+                    churn=ChurnSettings(observed, churn.grace_days, churn.horizon_days,
+                                        churn.source))
+    check_references(tables)
+    return tables
+
+
+def load_database(url: str, mapping: str | Path | Mapping | None = None) -> Tables:
+    """Tables from a database reached through an Ibis URL (e.g. ``postgresql://u@host:5432/db``).
+
+    Without a mapping the database holds the contract's tables under their own names
+    (``accounts``, ``subscriptions`` and any of the optional ones).
+    """
+    if mapping is not None:
+        return load_mapped(mapping, url)
+    source = _Source(url)
+    present = set(source.con.list_tables())  # type: ignore[union-attr]
+    tables = {}
+    for spec in TABLES:
+        if spec.name not in present:
+            if spec.required:
+                raise DataContractError(redact(url), f"required table missing: {spec.name}")
+            continue
+        tables[spec.name] = TableMap(**{"from": spec.name, "columns": {
+            c.name: c.name for c in spec.columns}})
+    # Optional contract columns the database table lacks are left out.
+    for name, tmap in tables.items():
+        cols = set(source.con.table(name).columns)  # type: ignore[union-attr]
+        tmap.columns = {k: v for k, v in tmap.columns.items() if k in cols}
+    return load_mapped(Mapping(name=redact(url), tables=tables), url)
