@@ -22,6 +22,7 @@ import pandas as pd
 
 from features.contract import Tables
 from features.definitions import (
+    FAMILY_TABLE,
     NPS_BUCKETS,
     Attribute,
     Derived,
@@ -343,7 +344,16 @@ def build_features(tables: Tables, observations: pd.DataFrame,
     joined = joined.mutate(**derived)
     present = [s.name for s in specs if s.name in joined.columns]
     frame = joined.order_by("row").select("account_id", "as_of", *present).to_pyarrow().to_pandas()
-    return _finish(frame, specs)
+    out = _finish(frame, specs)
+    out.attrs["families"] = family_availability(tables)
+    return out
+
+
+def family_availability(tables: Tables) -> dict[str, bool]:
+    """Which feature families the data could feed: a family is available when its table is
+    present (its features are null otherwise). ``build_features`` also puts this in the frame's
+    ``attrs["families"]``."""
+    return {family: tables.get(table) is not None for family, table in FAMILY_TABLE.items()}
 
 
 def _finish(frame: pd.DataFrame, specs: list[FeatureSpec]) -> pd.DataFrame:
