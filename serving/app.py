@@ -129,7 +129,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 def _export_env(settings: ServingSettings) -> None:
     """Put ``settings`` into ``CHURN_*`` variables, so worker processes rebuild the same."""
     for name, value in settings.model_dump().items():
-        os.environ[f"CHURN_{name.upper()}"] = (json.dumps(value) if isinstance(value, dict)
+        if value is None:
+            os.environ.pop(f"CHURN_{name.upper()}", None)
+            continue
+        os.environ[f"CHURN_{name.upper()}"] = (json.dumps(value) if isinstance(value, dict | list)
                                                else str(value))
 
 

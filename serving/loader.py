@@ -32,6 +32,7 @@ import numpy as np
 
 from features.definitions import catalogue_by_name
 from features.modelframe import FeatureEncoder
+from serving.explain import Explainer
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,13 @@ class LoadedModel:
     uri: str = ""
     source: str = ""
     feature_index: dict[str, int] = field(init=False, repr=False)
+    explainer: Explainer = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_index",
                            {n: j for j, n in enumerate(self.encoder.feature_names)})
+        object.__setattr__(self, "explainer",
+                           Explainer.for_features(self.encoder.feature_names, self.catalogue))
 
     @property
     def horizon_days(self) -> int | None:
@@ -80,10 +84,51 @@ class LoadedModel:
     def metrics(self) -> dict[str, Any]:
         return dict(self.metadata.get("metrics") or {})
 
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The probability calibration fitted in training (``metadata.json``), if any."""
+        cal = self.metadata.get("calibration")
+        return cal if isinstance(cal, dict) and cal.get("method", "none") != "none" else None
+
+    @property
+    def sigmoid(self) -> float:
+        """LightGBM's ``sigmoid`` parameter of a binary objective (probability = 1/(1+e^-s*raw))."""
+        return _sigmoid_parameter(self.booster)
+
+    def raw_score(self, matrix: np.ndarray) -> np.ndarray:
+        """Raw scores (log-odds) of encoded rows (single-threaded)."""
+        return np.asarray(self.booster.predict(matrix, raw_score=True,
+                                               num_threads=PREDICT_THREADS), dtype=np.float64)
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """TreeSHAP contributions: one column per feature plus the expected value (last column);
+        each row sums to the raw score."""
+        return np.asarray(self.booster.predict(matrix, pred_contrib=True,
+                                               num_threads=PREDICT_THREADS), dtype=np.float64)
+
+    def probability(self, raw: np.ndarray) -> np.ndarray:
+        """Churn probabilities from raw scores, calibrated when the model carries a calibration."""
+        p = 1.0 / (1.0 + np.exp(-self.sigmoid * np.asarray(raw, dtype=np.float64)))
+        cal = self.calibration
+        if cal is not None:
+            from features.calibration import calibrate
+
+            p = calibrate(p, cal)
+        return p
+
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Churn probabilities for rows encoded by ``self.encoder`` (single-threaded)."""
-        return np.asarray(self.booster.predict(matrix, num_threads=PREDICT_THREADS),
-                          dtype=np.float64)
+        return self.probability(self.raw_score(matrix))
+
+
+def _sigmoid_parameter(booster: lgb.Booster) -> float:
+    cached = getattr(booster, "_churn_sigmoid", None)
+    if cached is None:
+        objective = booster.dump_model(num_iteration=1).get("objective", "")
+        match = re.search(r"sigmoid:([0-9.eE+-]+)", objective)
+        cached = float(match.group(1)) if match else 1.0
+        booster._churn_sigmoid = cached  # type: ignore[attr-defined]
+    return cached
 
 
 def redact(uri: str) -> str:
@@ -307,10 +352,33 @@ def load_from_dir(model_dir: str | Path, *, model_uri: str = "", name: str | Non
     booster = _read_booster(artifacts / BOOSTER_FILE)
     _check_features(encoder, booster, where)
     catalogue = [dict(r) for r in metadata.get("catalogue") or [] if isinstance(r, dict)]
-    return LoadedModel(
+    model = LoadedModel(
         name=str(name or metadata.get("model_name") or "churn-risk"),
         version=version, alias=alias, booster=booster, encoder=encoder, catalogue=catalogue,
         metadata=metadata, uri=model_uri or str(model_dir), source=str(artifacts.parent))
+    smoke_check(model, where)
+    return model
+
+
+def smoke_check(model: LoadedModel, where: str = "") -> None:
+    """Score a row with no data and a row of zeros/first categories; refuse a model whose
+    probabilities are not finite numbers in [0, 1] or whose contributions do not add up."""
+    where = where or model.uri
+    enc = model.encoder
+    full = {n: (enc.categories_[n][0] if enc.categories_.get(n) else
+                (None if n in enc.categories_ else 0.0)) for n in enc.feature_names}
+    try:
+        matrix = enc.transform_records([{}, full])
+        raw = model.raw_score(matrix)
+        contributions = model.contributions(matrix)
+        p = model.probability(raw)
+    except Exception as exc:  # noqa: BLE001 -- any failure here means: do not serve this model
+        raise ModelLoadError(f"{where}: smoke prediction failed: {type(exc).__name__}: "
+                             f"{exc}") from exc
+    if not (np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1))):
+        raise ModelLoadError(f"{where}: smoke prediction gave {p.tolist()}, not probabilities.")
+    if not np.allclose(contributions.sum(axis=1), raw, atol=1e-6):
+        raise ModelLoadError(f"{where}: feature contributions do not add up to the raw score.")
 
 
 def load_model(model_uri: str, tracking_uri: str) -> LoadedModel:

@@ -5,16 +5,16 @@ Deliberately without ``from __future__ import annotations``: the request model o
 the real class in the signature.
 """
 
+import json
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from features.definitions import catalogue_by_name
 from serving.loader import LoadedModel
 from serving.schemas import (
-    AccountScoreOut,
     FeatureInfo,
     ModelInfo,
     Problem,
@@ -22,8 +22,9 @@ from serving.schemas import (
     ScoringConfig,
     score_request_model,
 )
-from serving.scoring import Bands, score_accounts
+from serving.scoring import Bands, score_accounts, to_dict
 from serving.settings import ServingSettings
+from serving.surveys import SurveyPolicy
 
 
 def app_settings(request: Request) -> ServingSettings:
@@ -98,18 +99,34 @@ def build_router(settings: ServingSettings) -> APIRouter:
         return JSONResponse({"status": "ready", "model_name": model.name,
                              "model_version": model.version})
 
+    policy = SurveyPolicy(nps_high=settings.quadrant_nps_high,
+                          csat_high=settings.quadrant_csat_high,
+                          due_days=settings.survey_due_days,
+                          onboarding_days=settings.onboarding_survey_days)
+
     @router.post(
         "/v1/scores", response_model=ScoreResponse, tags=["scores"],
-        summary="Churn probability and health score of up to max_batch_size accounts",
+        summary="Churn probability, reasons and health score of up to max_batch_size accounts",
         responses={413: {"model": Problem, "description": "Too many accounts in one request"},
                    **UNAVAILABLE})
-    def post_scores(body: request_model, model: ModelDep,  # type: ignore[valid-type]
-                    config: SettingsDep) -> ScoreResponse:
+    async def post_scores(
+        body: request_model, model: ModelDep, config: SettingsDep,  # type: ignore[valid-type]
+        explain: Annotated[bool, Query(description="Return the top reasons of each score")] = True,
+        reasons: Annotated[int | None, Query(
+            ge=1, le=1000, description="How many reasons per account [default: configured]")]
+        = None,
+    ) -> ScoreResponse:
+        # Async on purpose: scoring a batch is a few LightGBM calls on one thread (no I/O), and
+        # running it on the event loop avoids a thread hop per request.
         accounts = [(a.account_id, a.features.__dict__) for a in body.accounts]
-        results = score_accounts(model, accounts, config.health_weights, bands)
-        return ScoreResponse(
-            model_name=model.name, model_version=model.version, horizon_days=model.horizon_days,
-            scores=[AccountScoreOut.model_validate(r) for r in results])
+        top = (reasons or config.reasons_top) if explain else 0
+        results = score_accounts(model, accounts, config.health_weights, bands, reasons=top,
+                                 policy=policy)
+        payload = {"model_name": model.name, "model_version": model.version,
+                   "horizon_days": model.horizon_days,
+                   "calibrated": model.calibration is not None,
+                   "scores": [to_dict(r) for r in results]}
+        return Response(json.dumps(payload, allow_nan=False), media_type="application/json")
 
     @router.get("/v1/model", response_model=ModelInfo, tags=["model"],
                 summary="The served model: version, metrics and features", responses=UNAVAILABLE)

@@ -9,7 +9,7 @@ response lists them in ``missing_features``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, create_model
 
@@ -85,6 +85,19 @@ class Weights(BaseModel):
     risk: float
 
 
+class Reason(BaseModel):
+    """One driver of the churn probability, from the model's TreeSHAP contributions."""
+
+    feature: str
+    value: float | str | None = Field(description="The value sent (null = missing)")
+    text: str = Field(description="The driver in plain language, from the feature catalogue")
+    direction: Literal["raises_risk", "lowers_risk"]
+    size: Literal["strong", "moderate", "slight"] = Field(
+        description="|contribution| >= 0.5 strong, >= 0.15 moderate, else slight")
+    contribution: float = Field(
+        description="TreeSHAP contribution on the log-odds scale; positive raises churn risk")
+
+
 class AccountScoreOut(BaseModel):
     """The score of one account."""
 
@@ -106,6 +119,20 @@ class AccountScoreOut(BaseModel):
     missing_features: list[str] = Field(
         description="Model features the request did not send (or sent as null); the model "
                     "treated them as missing")
+    components_without_data: list[str] = Field(
+        description="Health components with no data for this account (weight 0)")
+    health_note: str | None = Field(
+        description="How weights were renormalised when components had no data (null if not)")
+    quadrant: Literal["Advocate", "VIP-support", "Wildcard", "Churner"] | str | None = Field(
+        description="CSAT x NPS quadrant; null without both an NPS answer and CSAT answers")
+    survey_due: bool = Field(description="The account is due a survey")
+    survey_due_reasons: list[str] = Field(description="Why it is due a survey")
+    raw_score: float = Field(description="The model's raw score (log-odds, uncalibrated)")
+    reasons: list[Reason] | None = Field(
+        description="Top drivers of churn_probability, biggest first (null with explain=false)")
+    reasons_rest: float | None = Field(
+        description="Expected value plus the contributions not listed: reasons' contributions "
+                    "+ reasons_rest = raw_score")
 
 
 class ScoreResponse(BaseModel):
@@ -116,6 +143,8 @@ class ScoreResponse(BaseModel):
     model_name: str
     model_version: str | None
     horizon_days: int | None = Field(description="Churn horizon of churn_probability, in days")
+    calibrated: bool = Field(
+        False, description="churn_probability went through the calibration fitted in training")
     scores: list[AccountScoreOut]
 
 

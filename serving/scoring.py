@@ -1,9 +1,14 @@
-"""Scoring a batch of accounts: churn probability, risk band and the blended health score.
+"""Scoring a batch of accounts: churn probability, reasons, risk band, the blended health score,
+the CSAT x NPS quadrant and the survey-due flags.
 
 Everything is vectorised over the batch: the records are encoded once with
 :meth:`FeatureEncoder.transform_records` (no pandas, so one account costs little more than one
 LightGBM row), the booster predicts all rows in one call and the health components come from
 :func:`features.health.component_scores` and :func:`features.health.blend` on whole columns.
+
+With reasons, the booster is called once with ``pred_contrib=True`` (TreeSHAP): the contributions
+sum to the raw score, from which the probability follows, so explaining costs one LightGBM call,
+not two.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import numpy as np
 
 from features.definitions import CATALOGUE
 from features.health import COMPONENTS, DEFAULT_BANDS, DEFAULT_WEIGHTS, blend, component_scores
+from serving.explain import Explainer
 from serving.loader import LoadedModel
 from serving.settings import DEFAULT_RISK_BANDS
+from serving.surveys import SurveyPolicy, survey_fields
 
 #: Numeric catalogue features: the inputs of the rule-based health components.
 NUMERIC_FEATURES = tuple(spec.name for spec in CATALOGUE if spec.dtype != "category")
@@ -53,6 +60,22 @@ class AccountScore:
     #: Model features the caller did not send (or sent as null).
     missing_features: list[str]
     components_without_data: list[str]
+    #: The model's raw score (log-odds, before the sigmoid and any calibration).
+    raw_score: float = math.nan
+    #: Top reasons (see :mod:`serving.explain`); None when not asked for.
+    reasons: list[dict[str, Any]] | None = None
+    #: Sum of the contributions not in ``reasons`` plus the model's expected value (log-odds).
+    reasons_rest: float | None = None
+    #: How missing components changed the weights, in words (None when nothing was missing).
+    health_note: str | None = None
+    #: CSAT x NPS quadrant (Advocate, VIP-support, Wildcard, Churner) or None without both.
+    quadrant: str | None = None
+    #: Why the account is due a survey (empty = not due).
+    survey_due_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def survey_due(self) -> bool:
+        return bool(self.survey_due_reasons)
 
 
 def band_labels(values: np.ndarray, bands: Mapping[str, float]) -> list[str | None]:
@@ -85,30 +108,78 @@ def _health_columns(model: LoadedModel, matrix: np.ndarray,
     return columns
 
 
+def to_dict(score: AccountScore) -> dict[str, Any]:
+    """The API form of a score (``AccountScoreOut``), built without pydantic for speed."""
+    return {
+        "account_id": score.account_id, "churn_probability": score.churn_probability,
+        "risk_band": score.risk_band, "health_score": score.health_score,
+        "health_band": score.health_band, "components": score.components,
+        "weights": score.weights, "missing_features": score.missing_features,
+        "components_without_data": score.components_without_data,
+        "health_note": score.health_note, "quadrant": score.quadrant,
+        "survey_due": score.survey_due, "survey_due_reasons": score.survey_due_reasons,
+        "raw_score": score.raw_score, "reasons": score.reasons,
+        "reasons_rest": score.reasons_rest,
+    }
+
+
 def _round(value: float, digits: int) -> float | None:
     return None if math.isnan(value) else round(value, digits)
 
 
+def health_note(weights: Mapping[str, float], without_data: Sequence[str]) -> str | None:
+    """``"No data for sentiment: its weight 0.2 was shared among ..."`` (None if none applies)."""
+    dropped = [c for c in without_data if weights.get(c, 0) > 0]
+    if not dropped:
+        return None
+    kept = [c for c in COMPONENTS if weights.get(c, 0) > 0 and c not in without_data]
+    lost = sum(weights[c] for c in dropped)
+    if not kept:
+        return f"No data for {', '.join(dropped)}: no health score."
+    return (f"No data for {', '.join(dropped)}: {'its' if len(dropped) == 1 else 'their'} weight "
+            f"{lost:.2g} was shared among {', '.join(kept)} in proportion to their weights.")
+
+
+def _sigmoid(raw: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-raw))
+
+
 def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput],
                    weights: Mapping[str, float] = DEFAULT_WEIGHTS,
-                   bands: Bands | None = None) -> list[AccountScore]:
+                   bands: Bands | None = None, *, reasons: int = 0,
+                   policy: SurveyPolicy | None = None,
+                   explainer: Explainer | None = None) -> list[AccountScore]:
     """Score ``accounts`` (``(account_id, {feature: value})`` pairs) with ``model``.
 
     Args:
         weights: health component weights (see :data:`features.health.DEFAULT_WEIGHTS`).
         bands: risk and health band lower bounds; defaults to :class:`Bands()`.
+        reasons: how many reasons per account (0 = none, and no TreeSHAP call).
+        policy: quadrant and survey-due thresholds.
+        explainer: reuse one :class:`Explainer` per model (built here when not given).
     """
     if not accounts:
         return []
     bands = bands or Bands()
+    policy = policy or SurveyPolicy()
     ids = [account_id for account_id, _ in accounts]
     records = [features for _, features in accounts]
 
     matrix = model.encoder.transform_records(records)
-    probability = np.clip(model.predict(matrix), 0.0, 1.0)
+    contributions = None
+    if reasons > 0:
+        contributions = model.contributions(matrix)
+        raw = contributions.sum(axis=1)
+    else:
+        raw = model.raw_score(matrix)
+    probability = np.clip(model.probability(raw), 0.0, 1.0)
 
-    components = component_scores(_health_columns(model, matrix, records), probability)
+    columns = _health_columns(model, matrix, records)
+    components = component_scores(columns, probability)
     health, effective = blend(components, weights)
+    quads, due = survey_fields(records, columns, policy)
+    if contributions is not None and explainer is None:
+        explainer = model.explainer
     risk_bands = band_labels(probability, bands.risk)
     health_bands = band_labels(health, bands.health)
 
@@ -117,9 +188,15 @@ def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput],
                     for c in COMPONENTS}
     feature_names = model.encoder.feature_names
     results = []
+    raw_list = raw.tolist()
     for i, account_id in enumerate(ids):
         record = records[i]
         comps = {c: _round(component_lists[c][i], 2) for c in COMPONENTS}
+        without = [c for c, v in comps.items() if v is None]
+        top = rest = None
+        if contributions is not None:
+            top = explainer.reasons(contributions[i], record, reasons)  # type: ignore[union-attr]
+            rest = raw_list[i] - sum(r["contribution"] for r in top)
         results.append(AccountScore(
             account_id=account_id,
             churn_probability=float(probability[i]),
@@ -129,6 +206,12 @@ def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput],
             components=comps,
             weights={c: round(weight_lists[c][i], 4) for c in COMPONENTS},
             missing_features=[n for n in feature_names if record.get(n) is None],
-            components_without_data=[c for c, v in comps.items() if v is None],
+            components_without_data=without,
+            raw_score=raw_list[i],
+            reasons=top,
+            reasons_rest=rest,
+            health_note=health_note(weights, without),
+            quadrant=quads[i],
+            survey_due_reasons=due[i],
         ))
     return results

@@ -7,6 +7,16 @@ case; dict fields take JSON, for example::
     CHURN_HEALTH_WEIGHTS='{"usage": 0.4, "engagement": 0.2, "sentiment": 0.1, "risk": 0.3}'
     CHURN_RISK_BANDS='{"low": 0.0, "medium": 0.15, "high": 0.4}'
 
+Any field can also come from a YAML file named by ``CHURN_CONFIG_FILE`` (or ``config_file=``),
+keyed by field name (see ``docs/serving.md``)::
+
+    health_weights: {usage: 0.4, engagement: 0.2, sentiment: 0.2, risk: 0.2}
+    health_bands: {green: 75, amber: 45, red: 0}
+
+Precedence: arguments > ``CHURN_*`` variables > the YAML file > defaults. Everything is validated
+when the settings are built, i.e. at start-up: a bad weight, band or unknown key in the file stops
+the server with a message naming it.
+
 The tracking URI falls back to ``MLFLOW_TRACKING_URI`` and then to ``sqlite:///mlflow.db`` (the
 store ``churn train`` writes by default). Nothing is read at import time: call
 :func:`get_settings` (cached) or build a :class:`ServingSettings` yourself.
@@ -16,10 +26,19 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
+import yaml
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from features.health import COMPONENTS, DEFAULT_BANDS, DEFAULT_WEIGHTS
 
@@ -50,6 +69,20 @@ def _check_bands(bands: dict[str, float], upper: float, what: str) -> dict[str, 
     return dict(sorted(bands.items(), key=lambda kv: -kv[1]))
 
 
+def _read_config_file(path: str | Path, fields: set[str]) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read the serving config file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of setting names to values")
+    unknown = sorted(set(map(str, data)) - fields)
+    if unknown:
+        raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(fields)}")
+    return data
+
+
 class ServingSettings(BaseSettings):
     """Settings of ``churn serve`` / :func:`serving.app.create_app`."""
 
@@ -77,6 +110,60 @@ class ServingSettings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_RISK_BANDS),
         description="Lower bounds (0-1) of the churn-risk bands on the churn probability.")
     max_batch_size: int = Field(1000, ge=1, description="Most accounts in one POST /v1/scores")
+    max_body_bytes: int = Field(
+        4_000_000, ge=1024, description="Largest request body accepted (413 above it)")
+    config_file: Path | None = Field(
+        None, description="YAML file with any of these settings (CHURN_* variables win)")
+    reasons_top: int = Field(3, ge=0, le=200,
+                             description="Reasons returned per account (0 = none)")
+    quadrant_nps_high: float = Field(
+        7.0, ge=0, le=10, description="Latest NPS at or above this counts as loyal (NPS 0-10)")
+    quadrant_csat_high: float = Field(
+        0.5, ge=0, le=1, description="Share of satisfied CSAT answers at or above this counts "
+                                      "as satisfied")
+    survey_due_days: int = Field(
+        180, ge=1, description="An account not surveyed for this many days is due a survey")
+    onboarding_survey_days: int = Field(
+        14, ge=0, description="A new account never surveyed this many days after it started "
+                              "is due its first survey")
+    api_key_hashes: list[str] = Field(
+        default_factory=list,
+        description="SHA-256 hex digests of the accepted API keys; when set, /v1/* needs "
+                    "'Authorization: Bearer <key>' or 'X-API-Key: <key>'. Empty = no auth.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (empty = CORS closed)")
+    score_store_url: str = Field(
+        "sqlite:///churn-scores.db",
+        description="SQLAlchemy URL of the score store (`churn score` writes, the API reads)")
+    poll_seconds: float = Field(
+        30.0, ge=0, description="Seconds between checks of the model alias (0 = never)")
+    log_requests: bool = Field(True, description="One JSON log line per request")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
+        path = init_kwargs.get("config_file") or os.environ.get("CHURN_CONFIG_FILE")
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if path:
+            data = _read_config_file(path, set(cls.model_fields))
+            sources += (InitSettingsSource(settings_cls, init_kwargs=data),)
+        return sources
+
+    @field_validator("api_key_hashes")
+    @classmethod
+    def _check_key_hashes(cls, hashes: list[str]) -> list[str]:
+        out = []
+        for h in hashes:
+            h = h.strip().lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", h):
+                raise ValueError("api_key_hashes must be SHA-256 hex digests (64 hex characters); "
+                                 "hash a key with `python -m serving.auth hash`")
+            out.append(h)
+        return out
 
     @field_validator("health_weights")
     @classmethod

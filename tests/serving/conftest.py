@@ -33,7 +33,8 @@ def random_feature_frame(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarra
     frame = {}
     for spec in CATALOGUE:
         if spec.dtype == "category":
-            values = rng.choice(CATEGORY_VALUES[spec.name], size=n).astype(object)
+            values = rng.choice(CATEGORY_VALUES.get(spec.name, ["a", "b", "c"]),
+                                size=n).astype(object)
         elif spec.unit == "%":
             values = rng.uniform(0, 1, n)
         else:

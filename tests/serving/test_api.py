@@ -88,7 +88,11 @@ def test_score_one_account(api, served_registry):
     assert body["horizon_days"] == 90
     (score,) = body["scores"]
     assert set(score) == {"account_id", "churn_probability", "risk_band", "health_score",
-                          "health_band", "components", "weights", "missing_features"}
+                          "health_band", "components", "weights", "missing_features",
+                          "components_without_data", "health_note", "quadrant", "survey_due",
+                          "survey_due_reasons", "raw_score", "reasons", "reasons_rest"}
+    assert len(score["reasons"]) == 3 and all(r["text"] for r in score["reasons"])
+    assert score["quadrant"] == "Wildcard"  # NPS 6 (detractor), half the CSAT answers satisfied
     assert score["account_id"] == "A1"
     assert 0.0 <= score["churn_probability"] <= 1.0
     assert score["risk_band"] in {"low", "medium", "high"}
@@ -106,6 +110,55 @@ def test_score_one_account(api, served_registry):
     (expected,) = score_accounts(model, [("A1", ACCOUNT["features"])])
     assert score["churn_probability"] == pytest.approx(expected.churn_probability, abs=1e-12)
     assert score["health_score"] == expected.health_score
+
+
+def test_reasons_add_up_to_the_models_raw_score(api, served_registry):
+    model = load_model(f"models:/{served_registry.model_name}@champion",
+                       served_registry.tracking_uri)
+    n = len(model.encoder.feature_names)
+    r = api.post(f"/v1/scores?reasons={n}", json={"accounts": [ACCOUNT]})
+    assert r.status_code == 200, r.text
+    (score,) = r.json()["scores"]
+    raw = model.booster.predict(model.encoder.transform_records([ACCOUNT["features"]]),
+                                raw_score=True)[0]
+    assert score["raw_score"] == pytest.approx(raw, abs=1e-9)
+    total = sum(reason["contribution"] for reason in score["reasons"]) + score["reasons_rest"]
+    assert total == pytest.approx(raw, abs=1e-9)
+    # probability = sigmoid(raw score), then the training calibration when the model has one
+    p = 1 / (1 + math.exp(-raw))
+    if model.calibration is not None:
+        from features.calibration import calibrate
+
+        p = float(calibrate(np.array([p]), model.calibration)[0])
+    assert r.json()["calibrated"] is (model.calibration is not None)
+    assert score["churn_probability"] == pytest.approx(p, abs=1e-12)
+    for reason in score["reasons"]:
+        assert reason["direction"] == ("raises_risk" if reason["contribution"] > 0
+                                       else "lowers_risk")
+    sent = {x["feature"]: x for x in score["reasons"] if x["feature"] in ACCOUNT["features"]}
+    assert sent["active_days_30d"]["text"] == (
+        "Days with any product use in the last 30 days: 12 days")
+
+
+def test_explain_false_skips_reasons(api):
+    with_reasons = api.post("/v1/scores", json={"accounts": [ACCOUNT]}).json()["scores"][0]
+    r = api.post("/v1/scores?explain=false", json={"accounts": [ACCOUNT]})
+    assert r.status_code == 200
+    (score,) = r.json()["scores"]
+    assert score["reasons"] is None and score["reasons_rest"] is None
+    assert score["churn_probability"] == pytest.approx(with_reasons["churn_probability"], abs=1e-12)
+    assert api.post("/v1/scores?reasons=0", json={"accounts": [ACCOUNT]}).status_code == 422
+
+
+def test_renormalisation_is_stated(api):
+    features = {k: v for k, v in ACCOUNT["features"].items()
+                if k not in ("last_nps", "nps_bucket", "csat_satisfied_share_180d")}
+    r = api.post("/v1/scores", json={"accounts": [{"account_id": "A", "features": features}]})
+    (score,) = r.json()["scores"]
+    assert score["components_without_data"] == ["sentiment"]
+    assert score["weights"]["sentiment"] == 0.0
+    assert score["health_note"].startswith("No data for sentiment: its weight 0.2 was shared")
+    assert score["quadrant"] is None
 
 
 def test_missing_features_and_no_data_components(api):

@@ -93,4 +93,5 @@ def test_response_describes_probability_and_health():
     assert "100 = healthiest" in score["health_score"]["description"]
     assert set(AccountScoreOut.model_fields) == {
         "account_id", "churn_probability", "risk_band", "health_score", "health_band",
-        "components", "weights", "missing_features"}
+        "components", "weights", "missing_features", "components_without_data", "health_note",
+        "quadrant", "survey_due", "survey_due_reasons", "raw_score", "reasons", "reasons_rest"}

@@ -12,7 +12,8 @@ from serving.settings import DEFAULT_RISK_BANDS, ServingSettings, get_settings
 def _clean_env(monkeypatch: pytest.MonkeyPatch):
     for name in ("MLFLOW_TRACKING_URI", "CHURN_TRACKING_URI", "CHURN_MODEL_URI", "CHURN_PORT",
                  "CHURN_HEALTH_WEIGHTS", "CHURN_RISK_BANDS", "CHURN_HEALTH_BANDS",
-                 "CHURN_MAX_BATCH_SIZE", "CHURN_WORKERS"):
+                 "CHURN_MAX_BATCH_SIZE", "CHURN_WORKERS", "CHURN_CONFIG_FILE",
+                 "CHURN_API_KEY_HASHES", "CHURN_CORS_ORIGINS"):
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     yield
@@ -77,3 +78,38 @@ def test_get_settings_is_cached_and_nothing_is_built_at_import(monkeypatch):
     assert get_settings() is first and first.port == 9100
     get_settings.cache_clear()
     assert get_settings().port == 9200
+
+
+def test_yaml_config_file_with_env_overrides(monkeypatch, tmp_path):
+    path = tmp_path / "serving.yaml"
+    path.write_text("health_weights: {usage: 0.5, risk: 0.5}\n"
+                    "health_bands: {healthy: 60, at_risk: 0}\n"
+                    "reasons_top: 5\n")
+    monkeypatch.setenv("CHURN_CONFIG_FILE", str(path))
+    s = ServingSettings()
+    assert s.health_weights == {"usage": 0.5, "engagement": 0.0, "sentiment": 0.0, "risk": 0.5}
+    assert s.health_bands == {"healthy": 60.0, "at_risk": 0.0} and s.reasons_top == 5
+    monkeypatch.setenv("CHURN_REASONS_TOP", "2")  # the environment wins over the file
+    assert ServingSettings().reasons_top == 2
+    monkeypatch.delenv("CHURN_REASONS_TOP")
+    assert ServingSettings(config_file=path, reasons_top=1).reasons_top == 1
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("health_weights: {usage: 1, loyalty: 1}\n", "loyalty"),
+    ("health_bands: {green: 70, red: 10}\n", "health_bands"),
+    ("colour: blue\n", "unknown settings.*colour"),
+    ("- just\n- a list\n", "mapping"),
+])
+def test_bad_yaml_config_is_refused_at_start(tmp_path, text, match):
+    path = tmp_path / "serving.yaml"
+    path.write_text(text)
+    with pytest.raises((ValidationError, ValueError), match=match):
+        ServingSettings(config_file=path)
+
+
+def test_api_key_hashes_must_be_sha256():
+    good = "a" * 64
+    assert ServingSettings(api_key_hashes=[good.upper()]).api_key_hashes == [good]
+    with pytest.raises(ValidationError, match="SHA-256"):
+        ServingSettings(api_key_hashes=["my-plain-key"])
