@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,16 +23,56 @@ class LabelSettings(BaseModel):
     grace_days: int = Field(30, ge=0, description="A gap up to this long between subscriptions "
                             "is not churn")
     frequency: str = Field("MS", description="pandas offset alias of the observation dates")
+    first_date: date | None = Field(None, description="First observation date [default: 90 days "
+                                    "after the data's activity starts, so usage windows are full]")
 
     def to_label_config(self) -> LabelConfig:
         return LabelConfig(self.horizon_days, self.grace_days, self.frequency)
 
 
 class SplitSettings(BaseModel):
-    """Time-based hold-out: the latest observation dates are the test set."""
+    """Time-based splits over observation dates (never over rows: accounts repeat across dates).
+
+    The latest ``test_dates`` dates are the held-out test window. Before it, the latest
+    ``validation_dates`` dates whose labels close before the test window are the validation fold
+    (early stopping and calibration); the model trains on the dates whose labels close before the
+    validation fold. The rolling-origin backtest repeats this for each of the latest
+    ``backtest_folds`` dates as the test date.
+    """
 
     model_config = ConfigDict(extra="forbid")
     test_dates: int = Field(2, ge=1, description="Latest observation dates held out for testing")
+    validation_dates: int = Field(1, ge=1, description="Dates before the test window used for "
+                                  "early stopping and calibration")
+    backtest_folds: int = Field(4, ge=0, description="Rolling-origin folds (0 = no backtest)")
+
+
+class CalibrationSettings(BaseModel):
+    """Probability calibration fitted on the validation fold (held-out dates)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["isotonic", "sigmoid", "none"] = Field(
+        "sigmoid", description="sigmoid (Platt) keeps the ranking intact; isotonic is more "
+        "flexible but needs more held-out churners and ties scores")
+
+
+class PromotionSettings(BaseModel):
+    """The gate a challenger must pass to become champion."""
+
+    model_config = ConfigDict(extra="forbid")
+    metric: Literal["roc_auc", "pr_auc", "top_decile_lift"] = "roc_auc"
+    margin: float = Field(0.005, ge=0, description="How much the challenger must beat the "
+                          "champion by, on the challenger's test window")
+
+
+class EvaluationSettings(BaseModel):
+    """What the evaluation reports beyond the headline metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+    segment_columns: list[str] = Field(default_factory=lambda: ["segment", "plan"],
+                                       description="Per-segment ROC AUC for these features "
+                                       "(skipped when absent)")
+    ece_bins: int = Field(10, ge=2, description="Equal-count bins for the calibration error")
 
 
 class LightGBMSettings(BaseModel):
@@ -40,7 +81,8 @@ class LightGBMSettings(BaseModel):
     model_config = ConfigDict(extra="allow")
     objective: str = "binary"
     learning_rate: float = Field(0.03, gt=0)
-    num_boost_round: int = Field(300, gt=0)
+    num_boost_round: int = Field(500, gt=0, description="Upper bound; early stopping picks "
+                                 "the number actually used")
     num_leaves: int = Field(15, gt=1)
     min_child_samples: int = Field(40, gt=0)
     feature_fraction: float = Field(0.8, gt=0, le=1)
@@ -48,10 +90,15 @@ class LightGBMSettings(BaseModel):
     bagging_freq: int = 1
     lambda_l2: float = 1.0
     seed: int = 7
+    # One thread: on tens of thousands of rows OpenMP's overhead dominates, and on a busy machine
+    # extra threads make training several times slower. Raise it for millions of rows.
+    num_threads: int = Field(1, ge=0, description="LightGBM threads (0 = all cores)")
+    early_stopping_rounds: int = Field(50, ge=0, description="Stop when the validation log loss "
+                                       "has not improved for this many rounds (0 = off)")
 
     def params(self) -> dict[str, Any]:
         """Parameters for ``lightgbm.train`` (without the number of rounds)."""
-        params = self.model_dump(exclude={"num_boost_round"})
+        params = self.model_dump(exclude={"num_boost_round", "early_stopping_rounds"})
         params.update(verbose=-1, deterministic=True, force_row_wise=True)
         return params
 
@@ -63,6 +110,9 @@ class TrainConfig(BaseModel):
     label: LabelSettings = LabelSettings()
     split: SplitSettings = SplitSettings()
     lightgbm: LightGBMSettings = LightGBMSettings()
+    calibration: CalibrationSettings = CalibrationSettings()
+    promotion: PromotionSettings = PromotionSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
     model_name: str = MODEL_NAME
     experiment_name: str = EXPERIMENT_NAME
 

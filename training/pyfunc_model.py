@@ -2,7 +2,8 @@
 
 MLflow stores this file with the model, and ships the ``features`` package with it
 (``code_paths``), so ``mlflow models serve`` and ``mlflow.pyfunc.spark_udf`` load it without the
-training code. It returns churn probabilities, never labels.
+training code. It returns calibrated churn probabilities (``features.calibration`` applied to the
+booster's output, exactly as the API does), never labels.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from features.calibration import calibrate
 from features.modelframe import FeatureEncoder
 
 
@@ -28,9 +30,9 @@ class ChurnRiskModel(PythonModel):
         self.booster = lgb.Booster(model_file=context.artifacts["booster"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
-        """Churn probability (0-1) for each row of feature values."""
-        return self.booster.predict(self.encoder.transform(pd.DataFrame(model_input)),
-                                    num_threads=1)
+        """Calibrated churn probability (0-1) for each row of feature values."""
+        raw = self.booster.predict(self.encoder.transform(pd.DataFrame(model_input)), num_threads=1)
+        return calibrate(raw, self.metadata.get("calibration"))
 
 
 mlflow.models.set_model(ChurnRiskModel())

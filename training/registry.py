@@ -5,21 +5,27 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import lightgbm as lgb
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
 import features
+from features.calibration import calibrate
+from features.modelframe import FeatureEncoder
 
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 
 
 def tracking_uri(explicit: str | None = None) -> str:
@@ -60,12 +66,14 @@ def _example_frame(X: pd.DataFrame) -> pd.DataFrame:  # noqa: N803
 
 
 def log_and_register(*, booster_path: Path, metadata: dict[str, Any], example: pd.DataFrame,
-                     example_proba: Any, model_name: str, set_champion: bool = True
-                     ) -> LoggedModel:
-    """Log the pyfunc (inside the active run), register a new version and alias it champion.
+                     example_proba: Any, model_name: str, set_champion: bool = False,
+                     extra_artifacts: dict[str, Path] | None = None) -> LoggedModel:
+    """Log the pyfunc (inside the active run), register a new version and alias it challenger
+    (``training.promotion`` decides whether it also becomes champion).
 
     ``example`` is a few rows of feature values and ``example_proba`` the model's output for them;
-    together they define the model signature and input example.
+    together they define the model signature and input example. ``extra_artifacts`` are added to
+    the model directory (e.g. the reference distributions for drift checks).
     """
     run = mlflow.active_run()
     if run is None:
@@ -78,7 +86,8 @@ def log_and_register(*, booster_path: Path, metadata: dict[str, Any], example: p
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_FILE),
-            artifacts={"booster": str(booster_path), "metadata": str(meta_path)},
+            artifacts={"booster": str(booster_path), "metadata": str(meta_path),
+                       **{k: str(v) for k, v in (extra_artifacts or {}).items()}},
             code_paths=[str(Path(features.__file__).parent)],
             signature=signature,
             input_example=example,
@@ -87,6 +96,26 @@ def log_and_register(*, booster_path: Path, metadata: dict[str, Any], example: p
         )
     version = str(info.registered_model_version)
     client = MlflowClient()
+    client.set_registered_model_alias(model_name, CHALLENGER, version)
     if set_champion:
         client.set_registered_model_alias(model_name, CHAMPION, version)
     return LoggedModel(run.info.run_id, model_name, version, f"models:/{model_name}/{version}")
+
+
+def load_scorer(model_uri: str) -> tuple[Callable[[pd.DataFrame], np.ndarray], dict[str, Any]]:
+    """A registered model as ``(score(frame) -> calibrated probabilities, metadata)``.
+
+    Reads ``booster.txt`` and ``metadata.json`` from the model directory, as serving does, so a
+    model whose feature list differs from today's still scores (absent features are missing values)
+    instead of failing the signature check.
+    """
+    local = Path(mlflow.artifacts.download_artifacts(model_uri))
+    artifacts = local / "artifacts"
+    metadata = json.loads((artifacts / "metadata.json").read_text())
+    encoder = FeatureEncoder.from_dict(metadata["encoder"])
+    booster = lgb.Booster(model_file=str(artifacts / "booster.txt"))
+
+    def score(frame: pd.DataFrame) -> np.ndarray:
+        return calibrate(booster.predict(encoder.transform(frame)), metadata.get("calibration"))
+
+    return score, metadata

@@ -12,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from features.definitions import categorical_features
 from features.synthetic import write_tables
 from training.cli import app
 from training.config import TrainConfig
@@ -65,7 +66,7 @@ def test_churn_model_is_an_honest_estimator(small_tables) -> None:
     assert model.fit(ts.X, ts.y) is model  # fit returns self
     proba = model.predict_proba(ts.X)
     assert proba.shape == (len(ts.X),) and ((proba >= 0) & (proba <= 1)).all()
-    assert set(model.encoder_.categories_) == {"plan", "industry", "segment", "nps_bucket"}
+    assert set(model.encoder_.categories_) == set(categorical_features())
     # Unknown categories and absent columns are missing values, not errors.
     odd = ts.X.head(3).assign(plan="platinum").drop(columns=["mrr"])
     assert np.isfinite(model.predict_proba(odd)).all()

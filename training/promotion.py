@@ -1,0 +1,114 @@
+"""Gated promotion: a new version is the ``challenger``; it becomes ``champion`` only if it beats
+the current champion on the challenger's own held-out window by the configured margin.
+
+Both models are scored on exactly the same rows (the challenger's test window), with the
+probabilities they would serve. The decision and its numbers go into the version's tags
+(``promotion.*``) so the registry shows why every version is or is not champion.
+"""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from training.config import PromotionSettings
+from training.evaluate import classification_metrics
+from training.registry import CHAMPION, load_scorer
+
+
+@dataclass
+class Decision:
+    """Outcome of the gate for one version."""
+
+    promoted: bool
+    decision: str  # "promoted", "refused", "first" or "manual"
+    reason: str
+    metric: str
+    margin: float
+    challenger_version: str
+    challenger_score: float | None = None
+    champion_version: str | None = None
+    champion_score: float | None = None
+    window: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def current_champion(client: MlflowClient, model_name: str) -> str | None:
+    """The version aliased champion, or None."""
+    try:
+        return str(client.get_model_version_by_alias(model_name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None or not np.isfinite(value) else f"{value:.6f}"
+
+
+def _write_tags(client: MlflowClient, model_name: str, version: str, decision: Decision) -> None:
+    tags = {
+        "promotion.decision": decision.decision,
+        "promotion.reason": decision.reason,
+        "promotion.metric": decision.metric,
+        "promotion.margin": str(decision.margin),
+        "promotion.challenger_score": _fmt(decision.challenger_score),
+        "promotion.champion_version": decision.champion_version or "",
+        "promotion.champion_score": _fmt(decision.champion_score),
+        "promotion.window": decision.window,
+        "promotion.decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+
+
+def gate(client: MlflowClient, model_name: str, version: str, *, X_test: pd.DataFrame,  # noqa: N803
+         y_test: np.ndarray, challenger_proba: np.ndarray, window: list[str],
+         settings: PromotionSettings) -> Decision:
+    """Compare the challenger with the champion on the challenger's test window; promote if it
+    wins by ``settings.margin``. The first version of a model is promoted without a contest."""
+    metric = settings.metric
+    challenger = classification_metrics(y_test, challenger_proba)[metric]
+    base = dict(metric=metric, margin=settings.margin, challenger_version=str(version),
+                challenger_score=challenger, window=",".join(window))
+    champion_version = current_champion(client, model_name)
+    if champion_version is None or champion_version == str(version):
+        decision = Decision(True, "first", "no champion yet", **base)
+    else:
+        score, _ = load_scorer(f"models:/{model_name}/{champion_version}")
+        champion = classification_metrics(y_test, score(X_test))[metric]
+        wins = bool(np.isfinite(challenger) and (not np.isfinite(champion)
+                                                  or challenger >= champion + settings.margin))
+        verdict = "beats" if wins else "does not beat"
+        reason = (f"challenger {metric} {challenger:.4f} {verdict} champion v{champion_version} "
+                  f"{champion:.4f} + margin {settings.margin:g} on {base['window']}")
+        decision = Decision(wins, "promoted" if wins else "refused", reason,
+                            champion_version=champion_version, champion_score=champion, **base)
+    if decision.promoted:
+        client.set_registered_model_alias(model_name, CHAMPION, str(version))
+    _write_tags(client, model_name, str(version), decision)
+    return decision
+
+
+def promote(client: MlflowClient, model_name: str, version: str, reason: str) -> Decision:
+    """Make ``version`` champion by hand (overriding the gate); the reason is recorded."""
+    if not reason.strip():
+        raise ValueError("a manual promotion needs a reason")
+    mv = client.get_model_version(model_name, str(version))  # raises if it does not exist
+    previous = current_champion(client, model_name)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    decision = Decision(True, "manual", f"{reason} (by {user})", metric="", margin=0.0,
+                        challenger_version=str(mv.version), champion_version=previous)
+    client.set_registered_model_alias(model_name, CHAMPION, str(mv.version))
+    _write_tags(client, model_name, str(mv.version), decision)
+    return decision
