@@ -24,11 +24,15 @@ from features.contract import Tables
 from features.definitions import (
     FAMILY_TABLE,
     NPS_BUCKETS,
+    NPS_CADENCE_DAYS,
+    ONBOARDING_SURVEY_DAYS,
+    QUADRANTS,
     Attribute,
     Derived,
     Distinct,
     FeatureConfig,
     FeatureSpec,
+    Median,
     Since,
     Window,
     catalogue,
@@ -53,7 +57,48 @@ def _ratio(a: ir.NumericValue, b: ir.NumericValue) -> ir.Value:
     return ibis.cases((b > 0, a.cast("float64") / b), else_=_null())
 
 
+#: Least-squares slope over the 90 days before as_of, x = day - as_of (-90 .. -1):
+#: n = 90, sum x = -4095, sum x^2 = 247065, so the denominator n sum x^2 - (sum x)^2 = 5466825.
+_N, _SX, _SXX = 90, -4095.0, 247065.0
+
+
+def _slope_90d(total: ir.NumericValue, x_day: ir.NumericValue, day: ir.IntegerValue) -> ir.Value:
+    """Fitted change over the 90 days as a share of the mean: slope * 90 / (total / 90)."""
+    sxy = x_day - day.cast("float64") * total
+    slope = (_N * sxy - _SX * total) / (_N * _SXX - _SX * _SX)
+    return ibis.cases((total > 0, slope * (_N * _N) / total), else_=_null())
+
+
+def _daily_cv_30d(total: ir.NumericValue, squares: ir.NumericValue) -> ir.Value:
+    """Coefficient of variation of the 30 daily totals (population standard deviation / mean)."""
+    mean = total / 30.0
+    var = (squares / 30.0 - mean * mean).clip(lower=0)
+    return ibis.cases((total > 0, var.sqrt() / mean), else_=_null())
+
+
+def _quadrant(nps: ir.NumericValue, csat_share: ir.NumericValue) -> ir.Value:
+    loyal, served = nps >= 7, csat_share >= 0.5
+    return ibis.cases(
+        (nps.isnull() | csat_share.isnull(), ibis.null("string")),
+        (loyal & served, QUADRANTS[0]), (loyal, QUADRANTS[1]), (served, QUADRANTS[2]),
+        else_=QUADRANTS[3])
+
+
+def _flag(condition: ir.BooleanValue) -> ir.Value:
+    return ibis.cases((condition, 1.0), else_=0.0)
+
+
 FORMULAS: dict[str, Callable[..., ir.Value]] = {
+    "slope_90d": _slope_90d,
+    "daily_cv_30d": _daily_cv_30d,
+    "quadrant": _quadrant,
+    # No NPS sent in the cadence (never, or longer ago) to a customer older than the cadence.
+    "nps_due": lambda since, tenure: _flag((tenure >= NPS_CADENCE_DAYS)
+                                           & (since.isnull() | (since > NPS_CADENCE_DAYS))),
+    # A new customer past onboarding who was never sent NPS (or not since it became a customer).
+    "onboarding_due": lambda since, tenure: _flag(
+        (tenure >= ONBOARDING_SURVEY_DAYS) & (tenure < NPS_CADENCE_DAYS)
+        & (since.isnull() | (since > tenure))),
     "ratio": _ratio,
     "share_of_catalogue": _ratio,
     "pct_change": lambda a, b: ibis.cases((b > 0, (a - b).cast("float64") / b), else_=_null()),
@@ -101,28 +146,41 @@ def _rollups(con: ibis.BaseBackend, tables: Tables) -> dict[str, ir.Table]:
         ev = ev.mutate(day=_day(ev.timestamp), qty=ev.quantity.fill_null(1))
         key_measures = {key_event_measure(e): ev.qty.sum(where=ev.event == e).fill_null(0)
                         .cast("float64") for e in config.key_events}
-        out["usage_events"] = ev.group_by(["account_id", "day"]).agg(
+        daily = ev.group_by(["account_id", "day"]).agg(
             events=ev.qty.sum().cast("float64"),
             active=ev.count().clip(upper=1), **key_measures)
+        out["usage_events"] = daily.mutate(events_sq=daily.events * daily.events,
+                                           events_x_day=daily.events * daily.day.cast("float64"))
         out["usage_events:event"] = ev.select("account_id", "day", key=ev.event).distinct()
         out["usage_events:user_id"] = (ev.filter(ev.user_id.notnull())
                                        .select("account_id", "day", key=ev.user_id).distinct())
     if tables.touchpoints is not None:
         tp = con.create_table("touchpoints", tables.touchpoints[
-            ["account_id", "timestamp", "initiated_by", "resolved_at"]])
-        proactive = (tp.initiated_by == "company").cast("int64")
-        reactive = (tp.initiated_by == "customer").cast("int64")
-        opened = tp.select("account_id", day=_day(tp.timestamp), proactive=proactive,
-                           reactive=reactive, resolved=ibis.literal(0, "int64"))
+            ["account_id", "timestamp", "channel", "initiated_by", "resolved_at", "escalated"]])
+        company = tp.initiated_by == "company"
+        customer = tp.initiated_by == "customer"
+        zero = ibis.literal(0, "int64")
+        reviews = [c.lower() for c in config.review_channels]
+        opened = tp.select(
+            "account_id", day=_day(tp.timestamp), proactive=company.cast("int64"),
+            reactive=customer.cast("int64"), resolved=zero,
+            review=(company & tp.channel.lower().isin(reviews)).cast("int64"),
+            escalated=(customer & (tp.escalated == 1)).fill_null(False).cast("int64"))
         # A resolution is its own dated event: a ticket resolved on or after as_of is open then.
-        done = tp.filter((tp.initiated_by == "customer") & tp.resolved_at.notnull())
-        resolved = done.select("account_id", day=_day(done.resolved_at),
-                               proactive=ibis.literal(0, "int64"),
-                               reactive=ibis.literal(0, "int64"), resolved=ibis.literal(1, "int64"))
+        done = tp.filter(customer & tp.resolved_at.notnull())
+        resolved = done.select("account_id", day=_day(done.resolved_at), proactive=zero,
+                               reactive=zero, resolved=ibis.literal(1, "int64"), review=zero,
+                               escalated=zero)
         both = opened.union(resolved)
         out["touchpoints"] = both.group_by(["account_id", "day"]).agg(
             proactive=both.proactive.sum(), reactive=both.reactive.sum(),
-            resolved=both.resolved.sum())
+            resolved=both.resolved.sum(), review=both.review.sum(),
+            escalated=both.escalated.sum())
+        # One row per resolved request, dated by its resolution (for the median resolution time).
+        out["touchpoints:resolution_hours"] = done.select(
+            "account_id", day=_day(done.resolved_at),
+            value=(done.resolved_at.epoch_seconds() - done.timestamp.epoch_seconds())
+            .cast("float64") / 3600.0)
     if tables.surveys is not None:
         sv = con.create_table("surveys", tables.surveys[["account_id", "timestamp", "kind", "score"]])
         sv = sv.mutate(day=_day(sv.timestamp))
@@ -133,6 +191,7 @@ def _rollups(con: ibis.BaseBackend, tables: Tables) -> dict[str, ir.Table]:
             csat_answered=((sv.kind == "csat") & answered).cast("int64").sum(),
             csat_satisfied=((sv.kind == "csat") & (sv.score >= 4)).cast("int64").sum(),
             nps_answered=((sv.kind == "nps") & answered).cast("int64").sum(),
+            nps_sent=(sv.kind == "nps").cast("int64").sum(),
             # Several NPS answers on one day: their mean is that day's answer.
             nps_score=sv.score.mean(where=(sv.kind == "nps") & answered))
     return out
@@ -164,6 +223,16 @@ def _windowed(rollup: ir.Table, snaps: ir.Table, specs: list[FeatureSpec],
     for name, fn in (extra or {}).items():
         cols[name] = fn(union)
     return union.mutate(**cols).filter(union.is_snap).select("account_id", "day", *cols)
+
+
+def _median(rows: ir.Table, snaps: ir.Table, spec: FeatureSpec) -> ir.Table:
+    """Median of a per-row value over the rows dated in the window before each snapshot."""
+    c: Median = spec.compute  # type: ignore[assignment]
+    union = rows.select("account_id", "day", "value", is_snap=ibis.literal(False)).union(
+        snaps.select("account_id", "day", value=_null(), is_snap=ibis.literal(True)))
+    w = ibis.window(group_by="account_id", order_by="day", range=(-c.days, -1))
+    marked = union.mutate(**{spec.name: union.value.median().over(w).cast("float64")})
+    return marked.filter(marked.is_snap).select("account_id", "day", spec.name)
 
 
 def _distinct(pairs: ir.Table, snaps: ir.Table, specs: list[FeatureSpec]) -> ir.Table:
@@ -240,15 +309,22 @@ def _account_attributes(con: ibis.BaseBackend, tables: Tables, snaps: ir.Table) 
         mrr=joined.mrr.argmax(latest), first_start=joined.start_day.min(),
         current_start=joined.start_date.argmax(latest),
         period=joined.billing_period_months.argmax(latest).cast("int64"))
+    # The subscription current 90 days earlier, for the mrr change (upgrade / downgrade).
+    back = snaps.join(subs, [snaps.account_id == subs.account_id,
+                             subs.start_day < snaps.day - 90])
+    earlier = back.group_by([snaps.account_id, snaps.day]).agg(
+        mrr_then=back.mrr.argmax(back.start_day))
     out = snaps.select("account_id", "day", "as_of").left_join(state, ["account_id", "day"]).select(
         "account_id", "day", "as_of", "mrr", "first_start", "current_start", "period")
+    out = out.left_join(earlier, ["account_id", "day"]).select(*out.columns, earlier.mrr_then)
     out = out.left_join(accounts, "account_id").select(
-        "account_id", "day", "as_of", "mrr", "first_start", "current_start", "period", "plan",
-        "seats", "industry", "segment", signup=_day(accounts.signup_date))
+        "account_id", "day", "as_of", "mrr", "mrr_then", "first_start", "current_start", "period",
+        "plan", "seats", "industry", "segment", signup=_day(accounts.signup_date))
     start = ibis.cases((out.signup.notnull() & (out.signup < out.day), out.signup),
                        else_=out.first_start)
     return out.select("account_id", "day", "mrr", "plan", "seats", "industry", "segment",
                       tenure_days=(out.day - start).cast("float64"),
+                      mrr_change_90d=_ratio(out.mrr - out.mrr_then, out.mrr_then),
                       days_to_renewal=_days_to_renewal(out.current_start, out.period, out.as_of))
 
 
@@ -269,9 +345,12 @@ def _last_nps(rollup: ir.Table, snaps: ir.Table) -> ir.Table:
     spec = FeatureSpec("_last_nps_age", "surveys", "", Since("surveys", "nps_answered"))
     age = _windowed(nps_days, snaps, [spec])
     age = age.mutate(nps_day=age.day - age["_last_nps_age"].cast("int64"))
-    answers = rollup.select("account_id", nps_day=rollup.day, last_nps=rollup.nps_score)
+    answered = rollup.filter(rollup.nps_answered > 0)
+    w = ibis.window(group_by="account_id", order_by="day")
+    answers = answered.select("account_id", nps_day=answered.day, last_nps=answered.nps_score,
+                              previous=answered.nps_score.lag().over(w))
     return age.left_join(answers, ["account_id", "nps_day"]).select(
-        "account_id", "day", last_nps=answers.last_nps)
+        "account_id", "day", last_nps=answers.last_nps, _previous_nps=answers.previous)
 
 
 def build_features(tables: Tables, observations: pd.DataFrame,
@@ -321,6 +400,11 @@ def build_features(tables: Tables, observations: pd.DataFrame,
             "account_id", "day", "_catalogue_size"))
     if "surveys" in rollups:
         parts.append(_last_nps(rollups["surveys"], snaps))
+    for spec in specs:
+        if isinstance(spec.compute, Median):
+            name = f"{spec.compute.source}:{spec.compute.value}"
+            if name in rollups:
+                parts.append(_median(rollups[name], snaps, spec))
 
     joined = snaps.select("account_id", "as_of", "day", "row")
     for part in parts:
@@ -338,14 +422,32 @@ def build_features(tables: Tables, observations: pd.DataFrame,
                 derived[spec.name] = (sum(used[1:], used[0]) if used and usage else _null())
                 continue
             inputs = [derived.get(i, _constant(i, config) if i in CONSTANTS else
+                                  joined.day if i == "_day" else
                                   joined[i] if i in joined.columns else _null())
                       for i in spec.compute.inputs]
             derived[spec.name] = FORMULAS[spec.compute.formula](*inputs)
     joined = joined.mutate(**derived)
     present = [s.name for s in specs if s.name in joined.columns]
     frame = joined.order_by("row").select("account_id", "as_of", *present).to_pyarrow().to_pandas()
-    out = _finish(frame, specs)
+    out = _finish(frame, specs, _unavailable(tables, specs))
     out.attrs["families"] = family_availability(tables)
+    return out
+
+
+def _unavailable(tables: Tables, specs: list[FeatureSpec]) -> set[str]:
+    """Features the data cannot feed: their family's table is absent, or the input lacks their
+    required column (e.g. active users when events carry no user ids)."""
+    families = family_availability(tables)
+    out = set()
+    for spec in specs:
+        if not families[spec.family]:
+            out.add(spec.name)
+        elif spec.requires:
+            # Decided by the input's columns, never by its rows: rows after as_of must not matter.
+            table, column = spec.requires.split(".")
+            frame = tables.get(table)
+            if frame is None or column not in frame or column in tables.absent_columns.get(table, ()):
+                out.add(spec.name)
     return out
 
 
@@ -356,12 +458,14 @@ def family_availability(tables: Tables) -> dict[str, bool]:
     return {family: tables.get(table) is not None for family, table in FAMILY_TABLE.items()}
 
 
-def _finish(frame: pd.DataFrame, specs: list[FeatureSpec]) -> pd.DataFrame:
+def _finish(frame: pd.DataFrame, specs: list[FeatureSpec], unavailable: set[str] = frozenset()
+            ) -> pd.DataFrame:
     """Give every declared feature a column with its declared dtype (null when unavailable)."""
     out = {"account_id": frame["account_id"].astype("string"),
            "as_of": frame["as_of"].astype("datetime64[us]")}
     for spec in specs:
-        values = frame[spec.name] if spec.name in frame else pd.Series(None, index=frame.index)
+        values = (frame[spec.name] if spec.name in frame and spec.name not in unavailable
+                  else pd.Series(None, index=frame.index))
         if spec.dtype == "category":
             out[spec.name] = values.astype("string")
         else:

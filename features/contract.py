@@ -168,6 +168,9 @@ class Tables:
     feature_config: FeatureConfig = DEFAULT_CONFIG
     #: The data set's churn definition, when a mapping chose one.
     churn: ChurnSettings = field(default_factory=ChurnSettings)
+    #: Optional contract columns the input did not have at all, per table (they are filled with
+    #: nulls; features that need them are null rather than zero).
+    absent_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def observed_until(self) -> pd.Timestamp:
         """The default ``observed_until``: the mapping's choice, else the latest date in the data."""
@@ -249,6 +252,7 @@ def load_tables(data_dir: str | Path) -> Tables:
         raise DataContractError(str(data_dir), "data directory does not exist")
     frames: dict[str, pd.DataFrame] = {}
     files: dict[str, str] = {}
+    absent: dict[str, tuple[str, ...]] = {}
     for spec in TABLES:
         path = find_table_file(data_dir, spec.name)
         if path is None:
@@ -256,9 +260,11 @@ def load_tables(data_dir: str | Path) -> Tables:
                 expected = " or ".join(f"{spec.name}{s}" for s in SUFFIXES)
                 raise DataContractError(str(data_dir), f"required table missing: expected {expected}")
             continue
-        frames[spec.name] = validate_table(spec, read_raw(path), path.name)
+        raw = read_raw(path)
+        absent[spec.name] = absent_columns(spec, raw)
+        frames[spec.name] = validate_table(spec, raw, path.name)
         files[spec.name] = path.name
-    tables = Tables(**frames, source=str(data_dir), files=files)
+    tables = Tables(**frames, source=str(data_dir), files=files, absent_columns=absent)
     check_references(tables)
     return tables
 
@@ -266,15 +272,19 @@ def load_tables(data_dir: str | Path) -> Tables:
 def validate_tables(tables: Tables) -> Tables:
     """Validate frames built in memory (e.g. by the generator or a test) like files on disk."""
     out = {}
+    absent: dict[str, tuple[str, ...]] = {}
     for spec in TABLES:
         frame = tables.get(spec.name)
         if frame is None:
             if spec.required:
                 raise DataContractError(spec.name, "required table missing")
             continue
+        absent[spec.name] = tuple(sorted(set(tables.absent_columns.get(spec.name, ()))
+                                         | set(absent_columns(spec, frame))))
         out[spec.name] = validate_table(spec, frame, tables.files.get(spec.name, spec.name))
     result = Tables(**out, source=tables.source, files=tables.files,
-                    feature_config=tables.feature_config, churn=tables.churn)
+                    feature_config=tables.feature_config, churn=tables.churn,
+                    absent_columns=absent)
     check_references(result)
     return result
 
@@ -341,6 +351,11 @@ def _parse(spec: TableSpec, col: Column, values: pd.Series, file: str) -> pd.Ser
                                     f"of {', '.join(col.choices)}", col.name,
                                     _row_numbers(values, bad, file))
     return parsed
+
+
+def absent_columns(spec: TableSpec, raw: pd.DataFrame) -> tuple[str, ...]:
+    """Optional contract columns missing from ``raw``."""
+    return tuple(c.name for c in spec.columns if not c.required and c.name not in raw.columns)
 
 
 def validate_table(spec: TableSpec, raw: pd.DataFrame, file: str) -> pd.DataFrame:

@@ -74,7 +74,16 @@ class Attribute:
     name: str
 
 
-Computation = Window | Since | Distinct | Derived | Attribute
+@dataclass(frozen=True)
+class Median:
+    """Median of a per-row value of ``source`` over rows dated in the ``days`` days before as_of."""
+
+    source: str
+    value: str
+    days: int
+
+
+Computation = Window | Since | Distinct | Derived | Attribute | Median
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,9 @@ class FeatureSpec:
     unit: str = ""
     #: Fat-tailed counts are log-scaled (log1p) in the health components.
     fat_tailed: bool = False
+    #: An optional input column ("table.column"): when the data has no value in it at all, the
+    #: feature is null rather than a misleading zero (e.g. active users without user ids).
+    requires: str | None = None
 
     @property
     def table(self) -> str:
@@ -100,9 +112,10 @@ class FeatureSpec:
 
 def _window(name: str, family: Family, source: str, measure: str, days: int, description: str,
             unit: str, offset: int = 0, fat_tailed: bool = False,
-            aggregation: str = "sum") -> FeatureSpec:
+            aggregation: str = "sum", requires: str | None = None) -> FeatureSpec:
     return FeatureSpec(name, family, description, Window(source, measure, days, offset),
-                       window_days=days, aggregation=aggregation, unit=unit, fat_tailed=fat_tailed)
+                       window_days=days, aggregation=aggregation, unit=unit, fat_tailed=fat_tailed,
+                       requires=requires)
 
 
 CATALOGUE: tuple[FeatureSpec, ...] = (
@@ -111,6 +124,10 @@ CATALOGUE: tuple[FeatureSpec, ...] = (
                 "Distinct product features used in the last 30 days",
                 Distinct("usage_events", "event", 30), window_days=30,
                 aggregation="count distinct", unit="features"),
+    FeatureSpec("distinct_events_90d", "usage_depth",
+                "Distinct product features used in the last 90 days",
+                Distinct("usage_events", "event", 90), window_days=90,
+                aggregation="count distinct", unit="features"),
     FeatureSpec("catalogue_share_30d", "usage_depth",
                 "Share of the product's feature catalogue used in the last 30 days",
                 Derived("share_of_catalogue", ("distinct_events_30d", "_catalogue_size")),
@@ -118,15 +135,17 @@ CATALOGUE: tuple[FeatureSpec, ...] = (
     FeatureSpec("active_users_30d", "usage_depth",
                 "Distinct active users in the last 30 days",
                 Distinct("usage_events", "user_id", 30), window_days=30,
-                aggregation="count distinct", unit="users", fat_tailed=True),
+                aggregation="count distinct", unit="users", fat_tailed=True,
+                requires="usage_events.user_id"),
     FeatureSpec("active_users_per_seat_30d", "usage_depth",
                 "Active users in the last 30 days per licensed seat",
                 Derived("ratio", ("active_users_30d", "seats")), window_days=30,
-                aggregation="ratio", unit="%"),
+                aggregation="ratio", unit="%", requires="usage_events.user_id"),
     FeatureSpec("events_per_active_user_30d", "usage_depth",
                 "Product events per active user in the last 30 days",
                 Derived("ratio", ("events_30d", "active_users_30d")), window_days=30,
-                aggregation="ratio", unit="events", fat_tailed=True),
+                aggregation="ratio", unit="events", fat_tailed=True,
+                requires="usage_events.user_id"),
     FeatureSpec("key_features_used_30d", "usage_depth",
                 "Key product features (the data set's configured most valuable features) used in "
                 "the last 30 days", Derived("count_positive", ("_key_*_30d",)), window_days=30,
@@ -142,6 +161,8 @@ CATALOGUE: tuple[FeatureSpec, ...] = (
             "Product events in the last 30 days", "events", fat_tailed=True),
     _window("events_90d", "usage_frequency", "usage_events", "events", 90,
             "Product events in the last 90 days", "events", fat_tailed=True),
+    _window("events_180d", "usage_frequency", "usage_events", "events", 180,
+            "Product events in the last 180 days", "events", fat_tailed=True),
     _window("events_prev_30d", "usage_frequency", "usage_events", "events", 30,
             "Product events in the 30 days before the last 30", "events", offset=30,
             fat_tailed=True),
@@ -151,14 +172,33 @@ CATALOGUE: tuple[FeatureSpec, ...] = (
             "Days with any product use in the last 30 days", "days", aggregation="count days"),
     _window("active_days_90d", "usage_frequency", "usage_events", "active", 90,
             "Days with any product use in the last 90 days", "days", aggregation="count days"),
+    _window("active_days_180d", "usage_frequency", "usage_events", "active", 180,
+            "Days with any product use in the last 180 days", "days", aggregation="count days"),
     FeatureSpec("events_trend_30d", "usage_frequency",
                 "Change in product events, last 30 days vs the 30 days before",
                 Derived("pct_change", ("events_30d", "events_prev_30d")), window_days=60,
                 aggregation="change", unit="%"),
+    FeatureSpec("events_slope_90d", "usage_frequency",
+                "Trend of daily product events over the last 90 days: the change across the 90 "
+                "days of a straight line fitted to them, as a share of the average (-1 = halving "
+                "from the start to the end of the window, roughly)",
+                Derived("slope_90d", ("events_90d", "_events_x_day_90d", "_day")),
+                window_days=90, aggregation="least-squares slope", unit="share"),
+    FeatureSpec("events_volatility_30d", "usage_frequency",
+                "Volatility of daily product events in the last 30 days (standard deviation / "
+                "mean; 0 = the same every day)",
+                Derived("daily_cv_30d", ("events_30d", "_events_sq_30d")), window_days=30,
+                aggregation="coefficient of variation", unit="ratio"),
     FeatureSpec("days_since_last_event", "usage_frequency",
                 "Days since the account last used the product",
                 Since("usage_events", "active"), aggregation="recency", unit="days"),
     # --- touchpoints: proactive success (company-initiated) vs reactive service (customer-initiated)
+    _window("proactive_touchpoints_30d", "touchpoints", "touchpoints", "proactive", 30,
+            "Proactive contacts from the company (check-ins, QBRs, emails) in the last 30 days",
+            "contacts", aggregation="count"),
+    _window("reactive_touchpoints_30d", "touchpoints", "touchpoints", "reactive", 30,
+            "Support requests from the customer (tickets, chats) in the last 30 days",
+            "requests", aggregation="count", fat_tailed=True),
     _window("proactive_touchpoints_90d", "touchpoints", "touchpoints", "proactive", 90,
             "Proactive contacts from the company (check-ins, QBRs, emails) in the last 90 days",
             "contacts", aggregation="count"),
@@ -168,16 +208,47 @@ CATALOGUE: tuple[FeatureSpec, ...] = (
     FeatureSpec("days_since_last_proactive", "touchpoints",
                 "Days since the company last reached out to the account proactively",
                 Since("touchpoints", "proactive"), aggregation="recency", unit="days"),
+    FeatureSpec("check_in_gap_days", "touchpoints",
+                "Days the next proactive contact is overdue against the expected check-in cadence "
+                "(monthly by default; negative = not yet due)",
+                Derived("difference", ("days_since_last_proactive", "_check_in_days")),
+                aggregation="recency - cadence", unit="days"),
+    FeatureSpec("days_since_last_review", "touchpoints",
+                "Days since the last business review (QBR or review meeting) with the account",
+                Since("touchpoints", "review"), aggregation="recency", unit="days"),
+    FeatureSpec("review_gap_days", "touchpoints",
+                "Days the next business review is overdue against the expected cadence (quarterly "
+                "by default; negative = not yet due)",
+                Derived("difference", ("days_since_last_review", "_review_days")),
+                aggregation="recency - cadence", unit="days"),
     FeatureSpec("open_tickets", "touchpoints",
                 "Support requests opened and not yet resolved",
                 Derived("difference", ("_reactive_total", "_resolved_total")),
                 aggregation="open at as_of", unit="tickets"),
+    _window("escalated_tickets_90d", "touchpoints", "touchpoints", "escalated", 90,
+            "Support requests opened in the last 90 days that were escalated", "tickets",
+            aggregation="count", requires="touchpoints.escalated"),
+    FeatureSpec("median_resolution_hours_90d", "touchpoints",
+                "Median hours to resolve the support requests resolved in the last 90 days",
+                Median("touchpoints", "resolution_hours", 90), window_days=90,
+                aggregation="median", unit="hours", fat_tailed=True,
+                requires="touchpoints.resolved_at"),
     # --- surveys: NPS (0-10) and CSAT (1-5, satisfied = 4 or 5)
     FeatureSpec("last_nps", "surveys", "Latest NPS answer (0-10)",
                 Attribute("last_nps"), aggregation="last", unit="points"),
     FeatureSpec("nps_bucket", "surveys",
                 "Latest NPS answer as detractor (0-6), passive (7-8) or promoter (9-10)",
                 Derived("nps_bucket", ("last_nps",)), aggregation="last", dtype="category"),
+    FeatureSpec("nps_change", "surveys",
+                "Change of the latest NPS answer against the one before it (points)",
+                Derived("difference", ("last_nps", "_previous_nps")), aggregation="change",
+                unit="points"),
+    FeatureSpec("days_since_last_nps", "surveys", "Days since the account last answered NPS",
+                Since("surveys", "nps_answered"), aggregation="recency", unit="days"),
+    FeatureSpec("csat_satisfied_share_90d", "surveys",
+                "Share of CSAT answers in the last 90 days that were satisfied (4 or 5 of 5)",
+                Derived("ratio", ("_csat_satisfied_90d", "_csat_answered_90d")),
+                window_days=90, aggregation="ratio", unit="%"),
     FeatureSpec("csat_satisfied_share_180d", "surveys",
                 "Share of CSAT answers in the last 180 days that were satisfied (4 or 5 of 5)",
                 Derived("ratio", ("_csat_satisfied_180d", "_csat_answered_180d")),
@@ -189,6 +260,22 @@ CATALOGUE: tuple[FeatureSpec, ...] = (
     FeatureSpec("days_since_last_survey", "surveys",
                 "Days since the account was last sent a survey",
                 Since("surveys", "sent"), aggregation="recency", unit="days"),
+    FeatureSpec("nps_survey_due", "surveys",
+                "NPS survey due: 1 when a customer of at least 180 days was sent no NPS survey "
+                "in the last 180 days",
+                Derived("nps_due", ("_days_since_nps_sent", "tenure_days")), window_days=180,
+                aggregation="flag", unit="flag"),
+    FeatureSpec("onboarding_survey_due", "surveys",
+                "Onboarding survey due: 1 when a new customer (14 to 180 days) has never been "
+                "sent an NPS survey",
+                Derived("onboarding_due", ("_days_since_nps_sent", "tenure_days")),
+                aggregation="flag", unit="flag"),
+    FeatureSpec("csat_nps_quadrant", "surveys",
+                "CSAT x NPS quadrant: Advocate (NPS 7+ and at least half of CSAT satisfied), "
+                "VIP-support (NPS 7+, CSAT mostly unsatisfied: loyal but let down by support), "
+                "Wildcard (detractor NPS, CSAT mostly satisfied), Churner (both low); CSAT over "
+                "180 days", Derived("quadrant", ("last_nps", "csat_satisfied_share_180d")),
+                window_days=180, aggregation="last", dtype="category"),
     # --- account: who the customer is and where its subscription stands
     FeatureSpec("tenure_days", "account", "Days since the account became a customer",
                 Attribute("tenure_days"), aggregation="as of", unit="days"),
@@ -198,6 +285,10 @@ CATALOGUE: tuple[FeatureSpec, ...] = (
                 unit="seats", fat_tailed=True),
     FeatureSpec("mrr", "account", "Monthly recurring revenue of the current subscription",
                 Attribute("mrr"), aggregation="as of", unit="currency", fat_tailed=True),
+    FeatureSpec("mrr_change_90d", "account",
+                "Change of monthly recurring revenue against 90 days earlier (upgrade > 0, "
+                "downgrade < 0), as a share of the earlier mrr",
+                Attribute("mrr_change_90d"), window_days=90, aggregation="change", unit="%"),
     FeatureSpec("days_to_renewal", "account",
                 "Days until the current subscription renews (the next chance to leave)",
                 Attribute("days_to_renewal"), aggregation="as of", unit="days"),
@@ -212,12 +303,21 @@ HELPERS: tuple[FeatureSpec, ...] = (
     _window("_reactive_total", "touchpoints", "touchpoints", "reactive", 0, "", ""),
     _window("_resolved_total", "touchpoints", "touchpoints", "resolved", 0, "", ""),
     _window("_csat_satisfied_180d", "surveys", "surveys", "csat_satisfied", 180, "", ""),
+    _window("_csat_satisfied_90d", "surveys", "surveys", "csat_satisfied", 90, "", ""),
+    _window("_csat_answered_90d", "surveys", "surveys", "csat_answered", 90, "", ""),
+    FeatureSpec("_days_since_nps_sent", "surveys", "", Since("surveys", "nps_sent")),
+    _window("_events_x_day_90d", "usage_frequency", "usage_events", "events_x_day", 90, "", ""),
+    _window("_events_sq_30d", "usage_frequency", "usage_events", "events_sq", 30, "", ""),
     _window("_csat_answered_180d", "surveys", "surveys", "csat_answered", 180, "", ""),
     _window("_surveys_answered_365d", "surveys", "surveys", "answered", 365, "", ""),
     _window("_surveys_sent_365d", "surveys", "surveys", "sent", 365, "", ""),
 )
 
 NPS_BUCKETS = ("detractor", "passive", "promoter")
+QUADRANTS = ("Advocate", "VIP-support", "Wildcard", "Churner")
+#: Survey-due flags: the NPS cadence and the onboarding window (days of tenure).
+NPS_CADENCE_DAYS = 180
+ONBOARDING_SURVEY_DAYS = 14
 _STATIC_NAMES = frozenset(spec.name for spec in CATALOGUE)
 
 

@@ -20,6 +20,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import pandas as pd
+
+from features.definitions import FeatureConfig, catalogue
 
 COMPONENTS = ("usage", "engagement", "sentiment", "risk")
 DEFAULT_WEIGHTS: dict[str, float] = {"usage": 0.3, "engagement": 0.2, "sentiment": 0.2,
@@ -107,3 +110,12 @@ def band(health: float, bands: Mapping[str, float] = DEFAULT_BANDS) -> str:
         if health >= low:
             return name
     return list(bands)[-1]
+
+
+def log_scaled(frame: pd.DataFrame, config: FeatureConfig | None = None) -> pd.DataFrame:
+    """``log_<name>`` = log1p of every fat-tailed count in ``frame`` (as in "Fighting Churn with
+    Data": counts spanning orders of magnitude are compared on a log scale)."""
+    fat = [s.name for s in catalogue(config) if s.fat_tailed and s.name in frame.columns]
+    return pd.DataFrame({f"log_{name}": np.log1p(pd.to_numeric(frame[name], errors="coerce")
+                                                 .clip(lower=0).astype("float64"))
+                         for name in fat}, index=frame.index)

@@ -31,6 +31,7 @@ from features.contract import (
     Tables,
     TableSpec,
     _row_numbers,
+    absent_columns,
     check_references,
     read_raw,
     validate_table,
@@ -294,12 +295,14 @@ def _convert(col: ColumnMap, frame: pd.DataFrame, label: str, out_name: str,
     return values
 
 
-def _map_table(name: str, spec: TableMap, source: _Source) -> tuple[pd.DataFrame, str]:
+def _map_table(name: str, spec: TableMap, source: _Source
+               ) -> tuple[pd.DataFrame, str, tuple[str, ...]]:
     frame, label = source.read(spec.source)
     out = pd.DataFrame(index=frame.index)
     for out_name in spec.columns:
         out[out_name] = _convert(spec.column(out_name), frame, label, out_name, source)
     contract = _SPECS[name]
+    absent = absent_columns(contract, out)
     for col in contract.columns:  # a nullable column the source lacks is simply empty
         if col.required and col.nullable and col.name not in out.columns:
             out[col.name] = None
@@ -309,7 +312,7 @@ def _map_table(name: str, spec: TableMap, source: _Source) -> tuple[pd.DataFrame
     typed = validate_table(contract, out, label)
     if spec.collapse_duplicates:
         typed = _collapse(typed)
-    return typed, label
+    return typed, label, absent
 
 
 def _collapse(frame: pd.DataFrame) -> pd.DataFrame:
@@ -381,8 +384,9 @@ def load_mapped(mapping: str | Path | Mapping, data: str | Path | None = None) -
     source = _Source(data if is_url(data) else Path(data))
     frames: dict[str, pd.DataFrame] = {}
     files: dict[str, str] = {}
+    absent: dict[str, tuple[str, ...]] = {}
     for name, spec in mapping.tables.items():
-        frames[name], files[name] = _map_table(name, spec, source)
+        frames[name], files[name], absent[name] = _map_table(name, spec, source)
     churn = mapping.churn
     if churn.source == "events":
         frames["subscriptions"] = validate_table(
@@ -395,7 +399,7 @@ def load_mapped(mapping: str | Path | Mapping, data: str | Path | None = None) -
     observed = pd.Timestamp(churn.observed_until) if churn.observed_until else None
     tables = Tables(**frames, source=str(redact(str(data))), files=files, feature_config=config,
                     churn=ChurnSettings(observed, churn.grace_days, churn.horizon_days,
-                                        churn.source))
+                                        churn.source), absent_columns=absent)
     check_references(tables)
     return tables
 

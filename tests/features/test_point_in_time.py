@@ -9,6 +9,7 @@ from pandas.testing import assert_frame_equal
 
 from features.builder import build_features
 from features.contract import Tables, validate_tables
+from features.definitions import AccountAttribute, FeatureConfig
 
 BASE = pd.Timestamp("2024-01-01")
 ACCOUNTS = ["a", "b", "c"]
@@ -27,19 +28,28 @@ def _ts(d: int, s: int) -> pd.Timestamp:
 usage_row = st.builds(lambda a, d, s, e, u, q: (a, _ts(d, s), e, u, q), account, day, seconds,
                       st.sampled_from(EVENTS), st.sampled_from(["u1", "u2", "u3", None]),
                       st.integers(1, 5))
-touch_row = st.builds(lambda a, d, s, by, r: (a, _ts(d, s), "call" if by == "company" else "ticket",
-                                              by, None if r is None else _ts(d + r, s)),
-                      account, day, seconds, st.sampled_from(["company", "customer"]),
-                      st.one_of(st.none(), st.integers(0, 20)))
+touch_row = st.builds(lambda a, d, s, by, r, qbr, esc: (
+    a, _ts(d, s), ("qbr" if qbr else "call") if by == "company" else "ticket", by,
+    None if r is None else _ts(d + r, s + 3600 * r), esc if by == "customer" else None),
+    account, day, seconds, st.sampled_from(["company", "customer"]),
+    st.one_of(st.none(), st.integers(0, 20)), st.booleans(), st.sampled_from([0, 1, None]))
 survey_row = st.builds(lambda a, d, k, sc: (a, _ts(d, 0), k, None if sc is None else
                                             (sc if k == "nps" else 1 + sc % 5)),
                        account, day, st.sampled_from(["nps", "csat"]),
                        st.one_of(st.none(), st.integers(0, 10)))
 
 
+#: Key events and extra attributes, so that the configured features are covered too.
+CONFIG = FeatureConfig(key_events=("report", "alert"), key_event_windows=(7, 30),
+                       attributes=(AccountAttribute("region"),
+                                   AccountAttribute("born", "years_since", name="age")))
+
+
 def make_tables(usage, touch, surveys, subs) -> Tables:
     accounts = pd.DataFrame({"account_id": ACCOUNTS, "plan": ["x", "y", "x"], "seats": [3, 5, 8],
-                             "signup_date": [BASE, None, BASE + pd.Timedelta(days=50)]})
+                             "signup_date": [BASE, None, BASE + pd.Timedelta(days=50)],
+                             "region": ["eu", "us", None],
+                             "born": pd.to_datetime(["1990-01-01", None, "1985-06-30"])})
     subscriptions = pd.DataFrame(subs, columns=["account_id", "start_date", "end_date", "mrr"])
     sv = pd.DataFrame(surveys, columns=["account_id", "timestamp", "kind", "score"])
     sv = sv.drop_duplicates(["account_id", "timestamp", "kind"])
@@ -48,8 +58,8 @@ def make_tables(usage, touch, surveys, subs) -> Tables:
         usage_events=pd.DataFrame(usage, columns=["account_id", "timestamp", "event", "user_id",
                                                   "quantity"]),
         touchpoints=pd.DataFrame(touch, columns=["account_id", "timestamp", "channel",
-                                                 "initiated_by", "resolved_at"]),
-        surveys=sv))
+                                                 "initiated_by", "resolved_at", "escalated"]),
+        surveys=sv, feature_config=CONFIG))
 
 
 BASE_SUBS = [(a, BASE + pd.Timedelta(days=i * 10), None, 10.0 * (i + 1))
@@ -88,5 +98,5 @@ def test_rows_on_or_after_as_of_never_change_features(usage, touch, surveys, fut
 def test_reordering_input_rows_changes_nothing(usage, touch, surveys, seed) -> None:
     tables = make_tables(usage, touch, surveys, BASE_SUBS)
     shuffled = Tables(**{name: tables.get(name).sample(frac=1.0, random_state=seed).reset_index(drop=True)
-                         for name in tables.available})
+                         for name in tables.available}, feature_config=CONFIG)
     assert_frame_equal(build_features(tables, OBS), build_features(validate_tables(shuffled), OBS))

@@ -1,0 +1,208 @@
+"""Hand-computed values of the full catalogue (every family), with their edge cases."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from features.builder import build_features, family_availability
+from features.contract import Tables, validate_tables
+from features.definitions import (
+    CATALOGUE,
+    AccountAttribute,
+    FeatureConfig,
+    catalogue,
+    catalogue_records,
+    feature_names,
+)
+from features.health import log_scaled
+
+from .fixtures import hand_tables, obs
+
+
+def row(frame: pd.DataFrame, account: str, as_of: str) -> pd.Series:
+    hit = frame[(frame.account_id == account) & (frame.as_of == pd.Timestamp(as_of))]
+    assert len(hit) == 1
+    return hit.iloc[0]
+
+
+@pytest.fixture(scope="module")
+def built() -> pd.DataFrame:
+    return build_features(hand_tables(), obs(("a", "2024-03-10"), ("a", "2024-03-05"),
+                                             ("b", "2024-03-10"), ("a", "2024-04-01"),
+                                             ("a", "2024-06-15")))
+
+
+def test_usage_slope_and_volatility(built: pd.DataFrame) -> None:
+    r = row(built, "a", "2024-03-10")
+    # Before 03-10: 2 events on 03-01 (x = -9), 1 on 03-05 (x = -5), 1 on 03-09 (x = -1).
+    total, sxy = 4, 2 * -9 + 1 * -5 + 1 * -1
+    slope = (90 * sxy - (-4095) * total) / (90 * 247065 - 4095**2)
+    assert r.events_slope_90d == pytest.approx(slope * 90 / (total / 90))
+    mean = total / 30
+    sd = math.sqrt((2**2 + 1 + 1) / 30 - mean**2)
+    assert r.events_volatility_30d == pytest.approx(sd / mean)
+    assert r.events_180d == 4 and r.active_days_180d == 3
+    assert r.distinct_events_90d == 2
+    late = row(built, "a", "2024-06-15")  # nothing in the last 90 days (since 03-17)
+    assert math.isnan(late.events_slope_90d) and math.isnan(late.events_volatility_30d)
+    assert late.events_180d == 7 and late.distinct_events_90d == 0
+    assert late.days_since_last_event == (pd.Timestamp("2024-06-15") - pd.Timestamp("2024-03-10")).days
+
+
+def test_a_steady_account_has_no_slope() -> None:
+    days = pd.date_range("2024-01-01", "2024-03-31", freq="D")
+    usage = pd.DataFrame({"account_id": "a", "timestamp": days, "event": "report",
+                          "user_id": "u1", "quantity": 3})
+    r = build_features(hand_tables(usage_events=usage), obs(("a", "2024-04-01"))).iloc[0]
+    assert r.events_slope_90d == pytest.approx(0.0, abs=1e-12)
+    assert r.events_volatility_30d == pytest.approx(0.0, abs=1e-9)
+    rising = usage.assign(quantity=range(1, len(usage) + 1))  # 1, 2, ... 91 events a day
+    r = build_features(hand_tables(usage_events=rising), obs(("a", "2024-04-01"))).iloc[0]
+    # The last 90 days hold 2..91: slope 1 a day, mean 46.5 -> change over 90 days / mean.
+    assert r.events_slope_90d == pytest.approx(90 / 46.5)
+
+
+def test_touchpoint_windows_cadence_escalation_and_resolution(built: pd.DataFrame) -> None:
+    r = row(built, "a", "2024-03-10")
+    assert r.proactive_touchpoints_30d == 1 and r.reactive_touchpoints_30d == 2
+    assert r.check_in_gap_days == 9 - 30  # last check-in 03-01: not due for 21 days
+    assert row(built, "a", "2024-06-15").check_in_gap_days == 106 - 30
+    # ticket 03-02 09:00 resolved 03-07 15:00 = 126 h; the chat is never resolved.
+    assert r.median_resolution_hours_90d == 126
+    assert math.isnan(row(built, "a", "2024-03-05").median_resolution_hours_90d)  # not yet resolved
+    assert math.isnan(row(built, "a", "2024-06-15").median_resolution_hours_90d)  # out of window
+    # the fixture has no escalation column and no reviews: null, not zero
+    assert math.isnan(r.escalated_tickets_90d) and math.isnan(r.days_since_last_review)
+
+
+def test_reviews_escalations_and_median_of_several() -> None:
+    touch = pd.DataFrame({
+        "account_id": ["a"] * 6,
+        "timestamp": ["2024-01-10", "2024-02-01", "2024-02-01T10:00", "2024-02-03", "2024-02-20",
+                      "2024-03-01"],
+        "channel": ["qbr", "ticket", "ticket", "chat", "email", "ticket"],
+        "initiated_by": ["company", "customer", "customer", "customer", "company", "customer"],
+        "resolved_at": [None, "2024-02-01T02:00", "2024-02-02T10:00", "2024-02-03T01:00", None,
+                        "2024-03-01T05:00"],
+        "escalated": [None, 1, 0, 1, None, 1]})
+    frame = build_features(hand_tables(touchpoints=touch),
+                           obs(("a", "2024-03-01"), ("a", "2024-03-02")))
+    r = row(frame, "a", "2024-03-01")
+    assert r.days_since_last_review == (pd.Timestamp("2024-03-01") - pd.Timestamp("2024-01-10")).days
+    assert r.review_gap_days == r.days_since_last_review - 91
+    assert r.days_since_last_proactive == 10  # the email on 02-20
+    assert r.escalated_tickets_90d == 2  # 02-01 and 02-03; the 03-01 one is on as_of
+    assert r.median_resolution_hours_90d == 2  # 2 h, 24 h, 1 h -> median 2
+    assert r.open_tickets == 0
+    nxt = row(frame, "a", "2024-03-02")
+    assert nxt.escalated_tickets_90d == 3
+    assert nxt.median_resolution_hours_90d == pytest.approx((2 + 5) / 2)  # 1, 2, 5, 24
+
+
+def test_survey_change_due_flags_and_quadrant(built: pd.DataFrame) -> None:
+    r = row(built, "a", "2024-03-10")
+    assert r.nps_change == 6 - 9 and r.days_since_last_nps == 9
+    assert r.csat_satisfied_share_90d == 1.0
+    assert r.csat_nps_quadrant == "Wildcard"  # detractor NPS, satisfied with support
+    assert r.nps_survey_due == 0 and r.onboarding_survey_due == 0
+    b = row(built, "b", "2024-03-10")  # 38 days a customer, never surveyed
+    assert b.onboarding_survey_due == 1 and b.nps_survey_due == 0
+    assert math.isnan(b.nps_change) and pd.isna(b.csat_nps_quadrant)
+
+
+@pytest.mark.parametrize(("nps", "csat", "quadrant"), [
+    (9, [5, 4], "Advocate"), (8, [1, 2, 5], "VIP-support"), (3, [5], "Wildcard"),
+    (6, [2], "Churner")])
+def test_every_quadrant(nps: int, csat: list[int], quadrant: str) -> None:
+    surveys = pd.DataFrame({"account_id": "a",
+                            "timestamp": [f"2024-02-{d:02d}" for d in range(1, len(csat) + 2)],
+                            "kind": ["nps"] + ["csat"] * len(csat), "score": [nps, *csat]})
+    r = build_features(hand_tables(surveys=surveys), obs(("a", "2024-03-10"))).iloc[0]
+    assert r.csat_nps_quadrant == quadrant
+    assert math.isnan(r.nps_change)  # a single NPS answer has no change
+
+
+def test_nps_survey_overdue_after_180_days() -> None:
+    surveys = pd.DataFrame({"account_id": ["a", "a"], "timestamp": ["2024-01-20", "2024-03-01"],
+                            "kind": ["nps", "csat"], "score": [8, 5]})
+    frame = build_features(hand_tables(surveys=surveys),
+                           obs(("a", "2024-07-18"), ("a", "2024-07-19")))
+    # tenure >= 180 on both dates; the NPS was sent 180 then 181 days before.
+    assert row(frame, "a", "2024-07-18").nps_survey_due == 0
+    assert row(frame, "a", "2024-07-19").nps_survey_due == 1
+
+
+def test_mrr_change_and_an_account_that_churned_and_came_back() -> None:
+    subs = pd.DataFrame({"account_id": ["a", "a", "b", "b"],
+                         "start_date": ["2024-01-01", "2024-03-08", "2023-09-01", "2024-05-01"],
+                         "end_date": ["2024-03-08", None, "2024-01-01", None],
+                         "mrr": [100, 150, 40, 60], "billing_period_months": [1, 1, 12, 12]})
+    frame = build_features(hand_tables(subscriptions=subs),
+                           obs(("a", "2024-04-01"), ("a", "2024-03-10"), ("b", "2024-06-01"),
+                               ("b", "2024-05-01")))
+    assert row(frame, "a", "2024-04-01").mrr_change_90d == pytest.approx(0.5)  # 100 -> 150
+    assert math.isnan(row(frame, "a", "2024-03-10").mrr_change_90d)  # no subscription 90 days ago
+    back = row(frame, "b", "2024-06-01")  # churned 01-01, came back 05-01 at 60
+    assert back.mrr == 60 and back.mrr_change_90d == pytest.approx((60 - 40) / 40)
+    assert back.days_to_renewal == (pd.Timestamp("2025-05-01") - pd.Timestamp("2024-06-01")).days
+    assert back.tenure_days == (pd.Timestamp("2024-06-01") - pd.Timestamp("2023-09-01")).days
+    on_return = row(frame, "b", "2024-05-01")  # the new subscription starts on as_of: not yet
+    assert on_return.mrr == 40
+
+
+def test_unavailable_families_and_columns_are_null_and_reported() -> None:
+    tables = hand_tables(touchpoints=None, surveys=None)
+    frame = build_features(tables, obs(("a", "2024-03-10")))
+    assert family_availability(tables) == frame.attrs["families"] == {
+        "usage_depth": True, "usage_frequency": True, "touchpoints": False, "surveys": False,
+        "account": True}
+    r = frame.iloc[0]
+    for spec in CATALOGUE:
+        if spec.family in ("touchpoints", "surveys"):
+            assert pd.isna(r[spec.name]), spec.name
+    assert r.events_30d == 4
+    no_users = hand_tables(usage_events=hand_tables().usage_events.drop(columns="user_id"))
+    r = build_features(no_users, obs(("a", "2024-03-10"))).iloc[0]
+    assert math.isnan(r.active_users_30d) and math.isnan(r.events_per_active_user_30d)
+    assert r.events_30d == 4
+
+
+def test_key_events_and_attributes_from_the_config() -> None:
+    base = hand_tables()
+    config = FeatureConfig(key_events=("report", "share"), key_event_windows=(7, 30),
+                           attributes=(AccountAttribute("region"),
+                                       AccountAttribute("born", "years_since", name="age")))
+    accounts = base.accounts.assign(region=["eu", "us"], born=pd.to_datetime(["2000-03-10", None]))
+    tables = validate_tables(Tables(accounts, base.subscriptions, base.usage_events,
+                                    base.touchpoints, base.surveys, feature_config=config))
+    frame = build_features(tables, obs(("a", "2024-03-10"), ("b", "2024-03-10")))
+    assert list(frame.columns[2:]) == feature_names(config)
+    a = row(frame, "a", "2024-03-10")
+    # "report" before 03-10: 03-01 (qty 2) and 03-09 (qty 1); within 7 days only 03-09.
+    assert (a.key_report_30d, a.key_report_7d, a.key_share_30d) == (3, 1, 0)
+    assert a.key_features_used_30d == 1 and a.key_feature_adoption_30d == 0.5
+    assert a.region == "eu" and a.age == pytest.approx(8766 / 365.25)  # 2000-03-10 .. 2024-03-10
+    b = row(frame, "b", "2024-03-10")
+    assert b.key_report_30d == 1 and b.region == "us" and math.isnan(b.age)
+    plain = build_features(base, obs(("a", "2024-03-10"))).iloc[0]
+    assert math.isnan(plain.key_features_used_30d)  # no key events configured
+    with pytest.raises(ValueError, match="clash"):
+        FeatureConfig(attributes=(AccountAttribute("plan"),))
+
+
+def test_catalogue_declares_every_feature_once_with_a_description() -> None:
+    names = feature_names()
+    assert len(names) == len(set(names))
+    for record in catalogue_records():
+        assert record["description"] and record["family"] and not str(record["name"]).startswith("_")
+    assert catalogue(None) == CATALOGUE
+
+
+def test_log_scaled_forms_of_fat_tailed_counts(built: pd.DataFrame) -> None:
+    logs = log_scaled(built)
+    assert logs["log_events_30d"].iloc[0] == pytest.approx(math.log1p(4))
+    fat = {s.name for s in CATALOGUE if s.fat_tailed}
+    assert set(logs.columns) == {f"log_{n}" for n in fat}
