@@ -76,25 +76,25 @@ def features(
         "--as-of", help="Comma-separated observation dates (default: the day after the data)")]
     = None,
     every: Annotated[str | None, typer.Option(
-        help="'month': every first of the month over the data (overrides --as-of)")] = None,
+        help="'month', 'week' or 'quarter': every such date over the data (overrides --as-of)")]
+    = None,
+    horizon: Annotated[int | None, typer.Option(
+        help="Also label each row: churned within this many days (training rows; dates whose "
+        "horizon is not observed yet are left out)")] = None,
 ) -> None:
-    """Build point-in-time features for every account active at the given dates."""
-    from features.builder import build_features
+    """Build point-in-time features for every account active at the given dates.
+
+    --data may be a data directory or a mapping file (see docs/features.md).
+    """
+    from features.builder import feature_frame
     from features.io import write_parquet
-    from features.labels import account_spells, active_at, observation_dates
 
     tables = _load(data)
-    if every is not None:
-        if every != "month":
-            _fail("--every accepts only 'month'")
-        dates = observation_dates(tables.activity_start(), tables.latest_date(), "MS")
-    elif as_of:
-        dates = _parse_dates(as_of)
-    else:
-        dates = [tables.latest_date() + pd.Timedelta(days=1)]
-    spells = account_spells(tables.subscriptions, max(dates))
-    obs = active_at(spells, dates)[["account_id", "as_of"]]
-    frame = build_features(tables, obs)
+    try:
+        frame = feature_frame(tables, _parse_dates(as_of) if as_of and every is None else None,
+                              every, horizon_days=horizon)
+    except ValueError as exc:
+        _fail(str(exc))
     write_parquet(frame, out)
     err.print(f"wrote {len(frame):,} rows x {frame.shape[1] - 2} features to {out}",
               highlight=False)
