@@ -471,3 +471,58 @@ def _finish(frame: pd.DataFrame, specs: list[FeatureSpec], unavailable: set[str]
         else:
             out[spec.name] = pd.to_numeric(values, errors="coerce").astype("float64")
     return pd.DataFrame(out)
+
+
+#: ``--every`` choices: pandas offset aliases of the observation dates.
+FREQUENCIES = {"month": "MS", "week": "W-MON", "quarter": "QS"}
+
+
+def observation_dates_for(tables: Tables, as_of: Iterable[object] | None = None,
+                          every: str | None = None) -> list[pd.Timestamp]:
+    """The dates to build: ``as_of`` dates, or every month/week/quarter over the data, or (neither)
+    the day after the data ends (scoring "today" on a snapshot of the data)."""
+    from features.labels import observation_dates
+
+    if every is not None:
+        if every not in FREQUENCIES:
+            raise ValueError(f"every must be one of {', '.join(FREQUENCIES)}, not {every!r}")
+        return observation_dates(tables.activity_start(), tables.latest_date(), FREQUENCIES[every])
+    if as_of is not None:
+        dates = [pd.Timestamp(d).normalize() for d in as_of]
+        if not dates:
+            raise ValueError("no observation date given")
+        return dates
+    return [tables.latest_date() + pd.Timedelta(days=1)]
+
+
+def feature_frame(tables: Tables, as_of: Iterable[object] | None = None,
+                  every: str | None = None, horizon_days: int | None = None,
+                  grace_days: int | None = None) -> pd.DataFrame:
+    """Features for every account active at each date, keyed by (``account_id``, ``as_of``).
+
+    With ``horizon_days`` the rows also get their label (``churned`` within the horizon, 0/1) and
+    dates whose horizon is not observed yet are dropped: training rows. Without it: scoring rows.
+    ``grace_days`` defaults to the data set's churn definition, else 30.
+    """
+    from features.labels import (
+        DEFAULT_GRACE_DAYS,
+        LabelConfig,
+        account_spells,
+        active_at,
+        training_observations,
+    )
+
+    grace = grace_days if grace_days is not None else (
+        tables.churn.grace_days if tables.churn.grace_days is not None else DEFAULT_GRACE_DAYS)
+    dates = observation_dates_for(tables, as_of, every)
+    if horizon_days is not None:
+        config = LabelConfig(horizon_days=horizon_days, grace_days=grace)
+        observed = tables.observed_until()
+        labelled = training_observations(tables, config, observed, first=min(dates))
+        labelled = labelled[labelled.as_of.isin(pd.DatetimeIndex(dates))].reset_index(drop=True)
+        feats = build_features(tables, labelled[KEYS])
+        feats["churned"] = labelled["churned"].to_numpy()
+        return feats
+    spells = account_spells(tables.subscriptions, max(dates), grace)
+    obs = active_at(spells, dates)[KEYS].sort_values(["as_of", "account_id"], kind="stable")
+    return build_features(tables, obs)
