@@ -30,9 +30,10 @@ def calibration_bins(y_true: np.ndarray, proba: np.ndarray, bins: int = 10) -> p
     """
     frame = pd.DataFrame({"y": np.asarray(y_true, dtype=float),
                           "p": np.asarray(proba, dtype=float)})
-    order = np.argsort(frame["p"].to_numpy(), kind="stable")
-    labels = np.empty(len(frame), dtype=int)
-    labels[order] = np.arange(len(frame)) * bins // max(len(frame), 1)
+    p = frame["p"].to_numpy()
+    # Quantile edges; equal predictions always share a bin (a constant score is one bin).
+    edges = np.quantile(p, np.linspace(0, 1, bins + 1)[1:-1]) if len(p) else np.array([])
+    labels = np.searchsorted(np.unique(edges), p, side="left")
     return (frame.assign(bin=labels).groupby("bin")
             .agg(predicted=("p", "mean"), observed=("y", "mean"), rows=("y", "size"))
             .reset_index())
