@@ -5,6 +5,12 @@ app still starts: ``/healthz`` answers 200, ``/readyz`` answers 503 with the rea
 ``/v1/*`` route answers 503, so an orchestrator keeps the instance out of rotation and the reason
 is one ``curl`` away.
 
+With a moving model URI (``models:/<name>@<alias>``, ``.../latest``) a background task checks the
+alias every ``poll_seconds``. A new version is loaded and smoke-tested off the event loop, then
+swapped in with one reference assignment (a request uses the old or the new model, never a mix).
+If the registry is unreachable or the new version fails to load or to predict, the last good model
+keeps serving, ``/readyz`` says ``degraded`` with the reason, and the log says so.
+
 Run it with ``churn serve``, or with uvicorn directly::
 
     CHURN_MODEL_URI=models:/churn-risk@champion uvicorn serving.app:create_app --factory
@@ -12,8 +18,9 @@ Run it with ``churn serve``, or with uvicorn directly::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,15 +28,23 @@ from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from serving.loader import ModelLoadError, load_model, redact
+from serving.loader import (
+    LoadedModel,
+    ModelLoadError,
+    alias_target,
+    current_version,
+    load_model,
+    redact,
+)
+from serving.observability import Metrics, RequestMiddleware, configure_logging
+from serving.observability import log as log
 from serving.routes import build_router
 from serving.settings import ServingSettings, get_settings
-
-#: uvicorn configures this logger, so load results show in the `churn serve` output.
-log = logging.getLogger("uvicorn.error")
+from serving.store import ScoreStore
 
 #: At most this many validation errors are returned (a bad 1000-account batch could have 30k).
 MAX_REPORTED_ERRORS = 20
@@ -86,43 +101,145 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
                         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
+def _set_model(app: FastAPI, model: LoadedModel) -> None:
+    app.state.model = model  # one reference assignment: requests see the old or the new model
+    app.state.model_error = None
+    app.state.reload_error = None
+    app.state.metrics.set_model(model.name, model.version, model.alias)
+
+
 def _load(app: FastAPI, settings: ServingSettings) -> None:
     app.state.model = None
     app.state.model_error = None
+    app.state.reload_error = None
     try:
         model = load_model(settings.model_uri, settings.tracking_uri)
-        app.state.model = model
+        _set_model(app, model)
         log.info("serving %s version %s (%s)", model.name, model.version or "-",
-                 redact(settings.model_uri))
+                 redact(settings.model_uri), extra={"event": "model_loaded",
+                                                    "model_version": model.version})
     except ModelLoadError as exc:
         app.state.model_error = str(exc)
-        log.error("no model loaded: %s", exc)
+        log.error("no model loaded: %s", exc, extra={"event": "model_load_failed"})
     except Exception as exc:  # noqa: BLE001 -- any failure must leave a running, unready app
         app.state.model_error = (f"Loading {redact(settings.model_uri)} failed: "
                                  f"{type(exc).__name__}: {exc}")
-        log.exception("no model loaded: loading %s failed", redact(settings.model_uri))
+        log.exception("no model loaded: loading %s failed", redact(settings.model_uri),
+                      extra={"event": "model_load_failed"})
+
+
+def check_for_new_model(app: FastAPI, settings: ServingSettings) -> str:
+    """One poll of the model alias. Swaps to a new version only once it loaded and passed the
+    smoke prediction; otherwise keeps the last good model and records why (``/readyz``).
+
+    Returns what happened: ``unchanged``, ``swapped``, ``loaded``, ``registry_error`` or
+    ``load_error``.
+    """
+    current: LoadedModel | None = app.state.model
+    metrics = app.state.metrics
+    try:
+        version = current_version(settings.model_uri, settings.tracking_uri)
+    except ModelLoadError as exc:
+        metrics.reloads.labels("registry_error").inc()
+        if current is None:
+            app.state.model_error = str(exc)
+        else:
+            app.state.reload_error = str(exc)
+        log.error("model check failed, %s: %s",
+                  "still serving version " + str(current.version) if current else "no model",
+                  exc, extra={"event": "model_check_failed"})
+        return "registry_error"
+    if current is not None and (version is None or version == current.version):
+        if app.state.reload_error:
+            log.info("registry reachable again; serving version %s", current.version,
+                     extra={"event": "model_check_recovered"})
+        app.state.reload_error = None
+        return "unchanged"
+    try:
+        model = load_model(settings.model_uri, settings.tracking_uri)
+    except Exception as exc:  # noqa: BLE001 -- a bad new version must never take the old one down
+        metrics.reloads.labels("load_error").inc()
+        reason = f"version {version} could not be served: {exc}"
+        if current is None:
+            app.state.model_error = reason
+        else:
+            app.state.reload_error = reason
+        log.error("model reload failed, %s: %s",
+                  "still serving version " + str(current.version) if current else "no model",
+                  reason, extra={"event": "model_reload_failed"})
+        return "load_error"
+    previous = current.version if current else None
+    _set_model(app, model)
+    metrics.reloads.labels("swapped").inc()
+    log.info("now serving %s version %s (was %s)", model.name, model.version, previous or "none",
+             extra={"event": "model_swapped", "model_version": model.version,
+                    "previous_version": previous})
+    return "swapped" if current else "loaded"
+
+
+async def _poll(app: FastAPI, settings: ServingSettings) -> None:
+    while True:
+        await asyncio.sleep(settings.poll_seconds)
+        try:
+            await run_in_threadpool(check_for_new_model, app, settings)
+        except Exception:  # noqa: BLE001 -- the poller must survive anything
+            log.exception("model check crashed", extra={"event": "model_check_failed"})
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error: %s", type(exc).__name__, exc_info=exc,
+              extra={"event": "internal_error"})
+    return JSONResponse({"detail": "Internal error; the request id is in the x-request-id "
+                                   "header and the server log."}, status_code=500)
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     """The API, configured by ``settings`` (default: :func:`get_settings`, i.e. ``CHURN_*``)."""
     settings = settings or get_settings()
+    configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(_load, app, settings)
-        yield
+        poller = None
+        if settings.poll_seconds > 0 and alias_target(settings.model_uri) is not None:
+            poller = asyncio.create_task(_poll(app, settings))
+        try:
+            yield
+        finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            app.state.store.engine.dispose()
 
     app = FastAPI(
         title="churn-risk",
-        summary="Churn probability and customer health score of customer accounts",
+        summary="Churn probability, reasons and customer health score of customer accounts",
         version="1",
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.model = None
     app.state.model_error = "the model is still loading"
+    app.state.reload_error = None
+    app.state.metrics = Metrics()
+    app.state.store = ScoreStore(settings.score_store_url)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _internal_error)
     app.include_router(build_router(settings))
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type",
+                                          "X-Request-ID"],
+                           expose_headers=["X-Request-ID"])
+    app.add_middleware(RequestMiddleware, metrics=app.state.metrics,
+                       max_body_bytes=settings.max_body_bytes,
+                       log_requests=settings.log_requests)
+    if not settings.api_key_hashes:
+        log.warning("no API keys configured (CHURN_API_KEY_HASHES): /v1/* is open to anyone "
+                    "who can reach this port", extra={"event": "auth_disabled"})
     return app
 
 

@@ -404,3 +404,40 @@ def load_model(model_uri: str, tracking_uri: str) -> LoadedModel:
     log.info("loaded model %s version %s (alias %s) from %s", model.name, model.version,
              model.alias, redact(model_uri))
     return model
+
+
+def alias_target(model_uri: str) -> tuple[str, str] | None:
+    """``models:/<name>@<alias>`` -> (name, alias); None for URIs that cannot move."""
+    if not model_uri.startswith("models:/"):
+        return None
+    ref = model_uri[len("models:/"):].strip("/")
+    if "@" not in ref:
+        return None if not ref.endswith("/latest") else (ref.rsplit("/", 1)[0], "latest")
+    name, alias = ref.split("@", 1)
+    return name, alias
+
+
+def current_version(model_uri: str, tracking_uri: str) -> str | None:
+    """The version ``model_uri``'s alias (or ``latest``) points at now; None if it cannot move.
+
+    Raises:
+        ModelLoadError: the registry could not answer (unreachable, alias removed ...).
+    """
+    target = alias_target(model_uri)
+    if target is None:
+        return None
+    name, alias = target
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client = _client(tracking_uri)
+        if alias == "latest":
+            versions = client.search_model_versions(f"name = '{name}'")
+            return str(max(int(v.version) for v in versions)) if versions else None
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        raise ModelLoadError(f"Could not resolve {model_uri!r} in {redact(tracking_uri)}: "
+                             f"{exc.message}") from exc
+    except Exception as exc:  # noqa: BLE001 -- connection errors come in many types
+        raise ModelLoadError(f"Registry {redact(tracking_uri)} unreachable: "
+                             f"{type(exc).__name__}: {exc}") from exc

@@ -1,4 +1,5 @@
-"""HTTP routes: ``/v1/scores``, ``/v1/model``, ``/healthz`` and ``/readyz``.
+"""HTTP routes: ``/v1/scores``, ``/v1/model``, ``/v1/accounts/{id}``, ``/v1/portfolio`` (behind
+the API key when keys are configured), and ``/healthz``, ``/readyz``, ``/metrics``.
 
 Deliberately without ``from __future__ import annotations``: the request model of
 ``POST /v1/scores`` is built per app (it carries the configured batch limit) and FastAPI must see
@@ -7,13 +8,17 @@ the real class in the signature.
 
 import json
 import math
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from features.definitions import catalogue_by_name
+from serving.auth import require_api_key
 from serving.loader import LoadedModel
+from serving.observability import Metrics
 from serving.schemas import (
     FeatureInfo,
     ModelInfo,
@@ -24,6 +29,7 @@ from serving.schemas import (
 )
 from serving.scoring import Bands, score_accounts, to_dict
 from serving.settings import ServingSettings
+from serving.store import ScoreStore, StoreError, alarms
 from serving.surveys import SurveyPolicy
 
 
@@ -78,11 +84,49 @@ def _features(model: LoadedModel) -> list[FeatureInfo]:
     return out
 
 
+def app_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def score_store(request: Request) -> ScoreStore:
+    return request.app.state.store
+
+
+MetricsDep = Annotated[Metrics, Depends(app_metrics)]
+StoreDep = Annotated[ScoreStore, Depends(score_store)]
+
+
+def _stored(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["as_of"] = row["as_of"].isoformat()
+    out["scored_at"] = row["scored_at"].isoformat()
+    out["model_version"] = row["model_version"] or None
+    return out
+
+
+HISTORY_FIELDS = ("as_of", "model_name", "model_version", "scored_at", "churn_probability",
+                  "risk_band", "health_score", "health_band", "quadrant", "survey_due")
+
+
+def _store_call(fn, *args):
+    try:
+        return fn(*args)
+    except StoreError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc
+
+
 def build_router(settings: ServingSettings) -> APIRouter:
     """The API routes, with ``settings.max_batch_size`` built into the request model."""
     router = APIRouter()
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)],
+                   responses={401: {"model": Problem, "description": "No valid API key"}})
     request_model = score_request_model(settings.max_batch_size)
     bands = Bands(risk=settings.risk_bands, health=settings.health_bands)
+
+    @router.get("/metrics", tags=["ops"], summary="Prometheus metrics",
+                response_class=PlainTextResponse)
+    def metrics(m: MetricsDep) -> Response:
+        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/healthz", tags=["ops"], summary="Liveness: 200 while the process runs")
     async def healthz() -> dict[str, str]:
@@ -96,21 +140,26 @@ def build_router(settings: ServingSettings) -> APIRouter:
             reason = getattr(request.app.state, "model_error", None) or "no model loaded"
             return JSONResponse({"status": "unavailable", "reason": reason},
                                 status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
-        return JSONResponse({"status": "ready", "model_name": model.name,
-                             "model_version": model.version})
+        body = {"status": "ready", "model_name": model.name, "model_version": model.version}
+        warning = getattr(request.app.state, "reload_error", None)
+        if warning:
+            # Still serving the last good model: ready, but say what is wrong.
+            body.update(status="degraded", reason=f"serving the last good model: {warning}")
+        return JSONResponse(body)
 
     policy = SurveyPolicy(nps_high=settings.quadrant_nps_high,
                           csat_high=settings.quadrant_csat_high,
                           due_days=settings.survey_due_days,
                           onboarding_days=settings.onboarding_survey_days)
 
-    @router.post(
-        "/v1/scores", response_model=ScoreResponse, tags=["scores"],
+    @v1.post(
+        "/scores", response_model=ScoreResponse, tags=["scores"],
         summary="Churn probability, reasons and health score of up to max_batch_size accounts",
         responses={413: {"model": Problem, "description": "Too many accounts in one request"},
                    **UNAVAILABLE})
     async def post_scores(
         body: request_model, model: ModelDep, config: SettingsDep,  # type: ignore[valid-type]
+        metrics: MetricsDep,
         explain: Annotated[bool, Query(description="Return the top reasons of each score")] = True,
         reasons: Annotated[int | None, Query(
             ge=1, le=1000, description="How many reasons per account [default: configured]")]
@@ -122,13 +171,15 @@ def build_router(settings: ServingSettings) -> APIRouter:
         top = (reasons or config.reasons_top) if explain else 0
         results = score_accounts(model, accounts, config.health_weights, bands, reasons=top,
                                  policy=policy)
+        metrics.observe_scores((r.churn_probability for r in results),
+                               (r.health_score for r in results))
         payload = {"model_name": model.name, "model_version": model.version,
                    "horizon_days": model.horizon_days,
                    "calibrated": model.calibration is not None,
                    "scores": [to_dict(r) for r in results]}
         return Response(json.dumps(payload, allow_nan=False), media_type="application/json")
 
-    @router.get("/v1/model", response_model=ModelInfo, tags=["model"],
+    @v1.get("/model", response_model=ModelInfo, tags=["model"],
                 summary="The served model: version, metrics and features", responses=UNAVAILABLE)
     def get_model(model: ModelDep, config: SettingsDep) -> ModelInfo:
         horizon = model.horizon_days
@@ -140,6 +191,43 @@ def build_router(settings: ServingSettings) -> APIRouter:
             scoring=ScoringConfig(health_weights=config.health_weights,
                                   health_bands=config.health_bands,
                                   risk_bands=config.risk_bands,
-                                  max_batch_size=config.max_batch_size))
+                                  max_batch_size=config.max_batch_size),
+            calibrated=model.calibration is not None,
+            observed_until=model.metadata.get("observed_until"),
+            run_id=model.metadata.get("run_id"))
 
+    @v1.get("/accounts/{account_id}", tags=["history"],
+            summary="Latest stored score of an account, with reasons, and its score history",
+            responses={404: {"model": Problem, "description": "No stored score for the account"}})
+    def get_account(account_id: str, store: StoreDep,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        rows = _store_call(store.account, account_id, limit)
+        if not rows:
+            raise HTTPException(status.HTTP_404_NOT_FOUND,
+                                detail="No stored score for this account (scores are stored by "
+                                       "`churn score`).")
+        latest = _stored(rows[0])
+        return {"account_id": account_id, "latest": latest,
+                "history": [{k: _stored(r)[k] for k in HISTORY_FIELDS} for r in rows]}
+
+    @v1.get("/portfolio", tags=["history"],
+            summary="Risk/health band and quadrant distribution, playbook alarms, surveys due",
+            responses={404: {"model": Problem, "description": "No stored scores (for that date)"}})
+    def get_portfolio(store: StoreDep, config: SettingsDep,
+                      as_of: Annotated[date | None, Query(
+                          description="Scoring date [default: the latest stored]")] = None
+                      ) -> dict[str, Any]:
+        summary = _store_call(store.portfolio, as_of)
+        if summary is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND,
+                                detail="No stored scores (for that date); run `churn score`.")
+        total = summary["accounts"] or 1
+        summary["as_of"] = summary["as_of"].isoformat()
+        summary["quadrant_shares"] = {k: round(v / total, 4)
+                                      for k, v in summary["quadrants"].items()}
+        summary["survey_due_share"] = round(summary["survey_due"] / total, 4)
+        summary["alarms"] = alarms(summary, config.churner_alarm, config.wildcard_alarm)
+        return summary
+
+    router.include_router(v1)
     return router

@@ -180,6 +180,9 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any]
     features: list[FeatureInfo]
     scoring: ScoringConfig
+    calibrated: bool = False
+    observed_until: str | None = None
+    run_id: str | None = None
 
 
 class Problem(BaseModel):

@@ -138,6 +138,10 @@ class ServingSettings(BaseSettings):
     poll_seconds: float = Field(
         30.0, ge=0, description="Seconds between checks of the model alias (0 = never)")
     log_requests: bool = Field(True, description="One JSON log line per request")
+    churner_alarm: float = Field(
+        0.05, ge=0, le=1, description="Portfolio alarm when Churners exceed this share")
+    wildcard_alarm: float = Field(
+        0.80, ge=0, le=1, description="Portfolio alarm when Wildcards exceed this share")
 
     @classmethod
     def settings_customise_sources(

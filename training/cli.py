@@ -271,6 +271,50 @@ def serve(
 
 
 @app.command()
+def score(
+    data: DataOpt,
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", help="Comma-separated scoring dates [default: the day after the data ends]")]
+    = None,
+    store_url: Annotated[str | None, typer.Option(
+        help="SQLAlchemy URL of the score store [default: $CHURN_SCORE_STORE_URL or "
+             "sqlite:///churn-scores.db]")] = None,
+    model_uri: Annotated[str | None, typer.Option(
+        help="Model to score with [default: models:/churn-risk@champion]")] = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Score every active account and append the scores to the score store (never overwritten)."""
+    from serving.batch import score_to_store
+    from serving.loader import ModelLoadError, load_model, redact
+    from serving.settings import ServingSettings
+    from serving.store import ScoreStore, StoreError
+    from training.pipeline import scoring_frame
+
+    overrides = {k: v for k, v in {"model_uri": model_uri, "tracking_uri": tracking_uri,
+                                   "score_store_url": store_url}.items() if v}
+    settings = ServingSettings(**overrides)
+    try:
+        model = load_model(settings.model_uri, settings.tracking_uri)
+    except ModelLoadError as exc:
+        _fail(str(exc))
+    tables = _load(data)
+    dates = _parse_dates(as_of) if as_of else [None]
+    frames = [scoring_frame(tables, d) for d in dates]
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    _progress(f"scoring {len(frame):,} account-dates with {model.name} version "
+              f"{model.version or '-'}")
+    try:
+        store = ScoreStore(settings.score_store_url)
+        results = score_to_store(model, frame, store, settings, progress=_progress)
+    except StoreError as exc:
+        _fail(str(exc))
+    written = sum(r.written for r in results.values())
+    kept = sum(r.kept for r in results.values())
+    err.print(f"stored {written:,} scores in {redact(settings.score_store_url)} ({kept:,} were "
+              "already stored for this model version and were kept)", highlight=False)
+
+
+@app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where the demo keeps data and the MLflow store")]
     = Path("churn-demo"),

@@ -1,0 +1,178 @@
+"""The score store: every score ``churn score`` computed, behind a SQLAlchemy URL.
+
+One row per (account, as-of date, model name, model version), with the probability, bands,
+health score and components, quadrant, survey-due flags and reasons. Rows are only ever inserted:
+scoring the same accounts again for the same date with the same model version leaves the stored
+rows as they were (and says how many were kept), so the history is an audit trail of what the
+service said. A new model version or a new date adds rows.
+
+SQLite (``sqlite:///churn-scores.db``, the default) and PostgreSQL
+(``postgresql://user@host/db``, with ``psycopg2``) are tested; any SQLAlchemy 2 dialect should do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from serving.loader import redact
+from serving.scoring import AccountScore
+
+DEFAULT_TABLE = "churn_scores"
+#: Playbook alarms on the portfolio: share of accounts in a quadrant above which to act.
+CHURNER_ALARM = 0.05
+WILDCARD_ALARM = 0.80
+
+
+class StoreError(RuntimeError):
+    """The score store could not be read or written (the message names the URL, redacted)."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    written: int
+    kept: int  # already stored for that account, date and model version: left unchanged
+
+
+def _table(metadata: sa.MetaData, name: str) -> sa.Table:
+    return sa.Table(
+        name, metadata,
+        sa.Column("account_id", sa.String(256), primary_key=True),
+        sa.Column("as_of", sa.Date, primary_key=True),
+        sa.Column("model_name", sa.String(200), primary_key=True),
+        sa.Column("model_version", sa.String(64), primary_key=True),
+        sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("churn_probability", sa.Float, nullable=False),
+        sa.Column("risk_band", sa.String(64), nullable=False),
+        sa.Column("health_score", sa.Float),
+        sa.Column("health_band", sa.String(64)),
+        sa.Column("quadrant", sa.String(32)),
+        sa.Column("survey_due", sa.Boolean, nullable=False),
+        sa.Column("survey_due_reasons", sa.JSON, nullable=False),
+        sa.Column("components", sa.JSON, nullable=False),
+        sa.Column("weights", sa.JSON, nullable=False),
+        sa.Column("health_note", sa.Text),
+        sa.Column("reasons", sa.JSON),
+        sa.Column("missing_features", sa.JSON, nullable=False),
+        sa.Column("horizon_days", sa.Integer),
+        sa.Index(f"ix_{name}_as_of", "as_of", "scored_at"),
+    )
+
+
+class ScoreStore:
+    """Insert-only store of scores. ``table`` lets several stores share one database."""
+
+    def __init__(self, url: str, table: str = DEFAULT_TABLE) -> None:
+        self.url = url
+        try:
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        except Exception as exc:  # noqa: BLE001 -- bad URL, missing driver
+            raise StoreError(f"Cannot open the score store {redact(url)}: {exc}") from exc
+        self.metadata = sa.MetaData()
+        self.table = _table(self.metadata, table)
+
+    def create(self) -> None:
+        try:
+            self.metadata.create_all(self.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"Cannot create the score table in {redact(self.url)}: "
+                             f"{exc}") from exc
+
+    def exists(self) -> bool:
+        try:
+            return sa.inspect(self.engine).has_table(self.table.name)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"Cannot read the score store {redact(self.url)}: {exc}") from exc
+
+    def write(self, scores: Sequence[AccountScore], *, as_of: dt.date, model_name: str,
+              model_version: str | None, horizon_days: int | None = None) -> WriteResult:
+        """Insert ``scores``; rows already stored for (account, as_of, model version) are kept."""
+        self.create()
+        version = model_version or ""
+        t = self.table
+        now = dt.datetime.now(dt.UTC)
+        with self.engine.begin() as conn:
+            existing = set(conn.execute(sa.select(t.c.account_id).where(
+                t.c.as_of == as_of, t.c.model_name == model_name,
+                t.c.model_version == version)).scalars())
+            rows = [{
+                "account_id": s.account_id, "as_of": as_of, "model_name": model_name,
+                "model_version": version, "scored_at": now,
+                "churn_probability": s.churn_probability, "risk_band": s.risk_band,
+                "health_score": s.health_score, "health_band": s.health_band,
+                "quadrant": s.quadrant, "survey_due": s.survey_due,
+                "survey_due_reasons": s.survey_due_reasons, "components": s.components,
+                "weights": s.weights, "health_note": s.health_note, "reasons": s.reasons,
+                "missing_features": s.missing_features, "horizon_days": horizon_days,
+            } for s in scores if s.account_id not in existing]
+            if rows:
+                conn.execute(sa.insert(t), rows)
+        return WriteResult(written=len(rows), kept=len(scores) - len(rows))
+
+    def _rows(self, query: sa.Select) -> list[dict[str, Any]]:
+        if not self.exists():
+            return []
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def account(self, account_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The account's scores, newest first (by as_of, then when they were computed)."""
+        t = self.table
+        return self._rows(sa.select(t).where(t.c.account_id == account_id)
+                          .order_by(t.c.as_of.desc(), t.c.scored_at.desc(),
+                                    t.c.model_version.desc()).limit(limit))
+
+    def portfolio(self, as_of: dt.date | None = None) -> dict[str, Any] | None:
+        """Distribution of the portfolio on ``as_of`` (default: the latest date scored).
+
+        When several model versions scored that date, the most recently computed one is used.
+        Returns None when nothing is stored (for that date).
+        """
+        if not self.exists():
+            return None
+        t = self.table
+        with self.engine.connect() as conn:
+            if as_of is None:
+                as_of = conn.execute(sa.select(sa.func.max(t.c.as_of))).scalar()
+                if as_of is None:
+                    return None
+            latest = conn.execute(
+                sa.select(t.c.model_name, t.c.model_version).where(t.c.as_of == as_of)
+                .order_by(t.c.scored_at.desc()).limit(1)).first()
+            if latest is None:
+                return None
+            where = (t.c.as_of == as_of, t.c.model_name == latest.model_name,
+                     t.c.model_version == latest.model_version)
+
+            def counts(column: sa.Column) -> dict[str, int]:
+                rows = conn.execute(sa.select(column, sa.func.count()).where(*where)
+                                    .group_by(column))
+                return {(k if k is not None else "none"): int(n) for k, n in rows}
+
+            total, due = conn.execute(sa.select(
+                sa.func.count(), sa.func.sum(sa.case((t.c.survey_due, 1), else_=0)))
+                .where(*where)).one()
+            return {"as_of": as_of, "model_name": latest.model_name,
+                    "model_version": latest.model_version or None, "accounts": int(total),
+                    "risk_bands": counts(t.c.risk_band), "health_bands": counts(t.c.health_band),
+                    "quadrants": counts(t.c.quadrant), "survey_due": int(due or 0)}
+
+
+def alarms(portfolio: dict[str, Any], churner: float = CHURNER_ALARM,
+           wildcard: float = WILDCARD_ALARM) -> list[dict[str, Any]]:
+    """The CS playbook's alarms: Churners above ``churner`` and Wildcards above ``wildcard`` of
+    all accounts. Each alarm names the quadrant, its share, the threshold and whether it fires."""
+    total = portfolio["accounts"] or 1
+    out = []
+    for quadrant, threshold in (("Churner", churner), ("Wildcard", wildcard)):
+        share = portfolio["quadrants"].get(quadrant, 0) / total
+        out.append({"name": f"{quadrant.lower()}s_above_{threshold:.0%}".replace("%", "pct"),
+                    "quadrant": quadrant, "share": round(share, 4), "threshold": threshold,
+                    "firing": share > threshold,
+                    "message": f"{share:.1%} of accounts are {quadrant}s (alarm above "
+                               f"{threshold:.0%})"})
+    return out
