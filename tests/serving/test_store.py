@@ -113,7 +113,7 @@ def test_churn_score_cli_writes_history(registered_model, tmp_path):
     assert sum(portfolio["risk_bands"].values()) == n
     second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output
-    assert f"stored 0 scores" in second.output and f"{n:,} were already stored" in second.output
+    assert "stored 0 scores" in second.output and f"{n:,} were already stored" in second.output
     some = store.portfolio()
     assert some["accounts"] == n
     with store.engine.connect() as conn:

@@ -1,0 +1,184 @@
+"""Security, input hygiene, observability and the history routes, against a real uvicorn server
+on the tiny model (API keys configured, a small body limit, a pre-filled score store)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import httpx
+import pytest
+
+from serving.auth import key_digest, key_matches
+from serving.store import ScoreStore
+from tests.serving.conftest import start_server, uvicorn_factory_argv
+from tests.serving.test_store import make_score
+
+pytestmark = pytest.mark.e2e
+
+KEY = "test-key-5b1d9f0e2c7a"
+OTHER_KEY = "second-key-77aa"
+BODY_LIMIT = 6000
+ONE = {"accounts": [{"account_id": "A1", "features": {"active_days_30d": 3, "plan": "growth"}}]}
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'scores.db'}"
+    store = ScoreStore(url)
+    store.write([make_score("A1", 0.2), make_score("B1", 0.6, "Churner", due=True, band="high")],
+                as_of=dt.date(2026, 1, 1), model_name="churn-risk", model_version="1")
+    store.write([make_score("A1", 0.4, "Wildcard")], as_of=dt.date(2026, 2, 1),
+                model_name="churn-risk", model_version="1")
+    store.engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="module")
+def secured(local_registry, server_workdir, store_url):
+    env = {"CHURN_TRACKING_URI": local_registry.tracking_uri,
+           "CHURN_API_KEY_HASHES": json.dumps([key_digest(KEY), key_digest(OTHER_KEY)]),
+           "CHURN_MAX_BODY_BYTES": str(BODY_LIMIT), "CHURN_SCORE_STORE_URL": store_url,
+           "CHURN_LOG_LEVEL": "info"}
+    with start_server(uvicorn_factory_argv, env, server_workdir, ready=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(secured):
+    with httpx.Client(base_url=secured.url, timeout=30) as c:
+        yield c
+
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def test_key_matching_in_constant_time_helpers():
+    digests = [key_digest("a"), key_digest("b")]
+    assert key_matches("a", digests) and key_matches("b", digests)
+    assert not key_matches("c", digests) and not key_matches("", digests)
+    assert not key_matches(None, digests)
+
+
+@pytest.mark.parametrize("path", ["/v1/model", "/v1/portfolio", "/v1/accounts/A1"])
+def test_v1_needs_a_valid_key(client, path):
+    assert client.get(path).status_code == 401
+    wrong = client.get(path, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    assert client.get(path, headers={"Authorization": KEY}).status_code == 401  # no scheme
+    assert client.get(path, headers=AUTH).status_code == 200
+    assert client.get(path, headers={"X-API-Key": OTHER_KEY}).status_code == 200
+
+
+def test_scores_need_a_key_and_ops_routes_do_not(client, secured):
+    assert client.post("/v1/scores", json=ONE).status_code == 401
+    assert client.post("/v1/scores", json=ONE, headers=AUTH).status_code == 200
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert client.get(path).status_code == 200
+    log = secured.output()
+    assert KEY not in log and OTHER_KEY not in log and key_digest(KEY) not in log
+
+
+def test_body_over_the_limit_is_413_without_echo(client):
+    secret = "payload-secret-9c1e"
+    big = {"accounts": [{"account_id": f"{secret}-{i}", "features": {"active_days_30d": i}}
+                        for i in range(200)]}
+    raw = json.dumps(big).encode()
+    assert len(raw) > BODY_LIMIT
+    r = client.post("/v1/scores", content=raw, headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 413 and "limit" in r.json()["detail"] and secret not in r.text
+
+    def chunks():  # no Content-Length: the limit is enforced while reading
+        for i in range(0, len(raw), 1000):
+            yield raw[i:i + 1000]
+
+    r = client.post("/v1/scores", content=chunks(),
+                    headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 413 and secret not in r.text
+
+
+def test_422_does_not_echo_the_payload(client):
+    secret = "do-not-echo-4411"
+    r = client.post("/v1/scores", headers=AUTH, json={"accounts": [
+        {"account_id": "A", "features": {"plan": 3, "mrr": secret, "nope": secret}}]})
+    # Field names are named (that is the point of a 422); values never come back.
+    assert r.status_code == 422 and secret not in r.text and r.json()["error_count"] == 3
+    bad_json = client.post("/v1/scores", headers={**AUTH, "content-type": "application/json"},
+                           content=b'{"accounts": [' + secret.encode())
+    assert bad_json.status_code == 422 and secret not in bad_json.text
+
+
+def test_cors_is_closed_by_default(client):
+    pre = client.options("/v1/scores", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in pre.headers
+    r = client.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_request_id_and_json_request_log(client, secured):
+    r = client.post("/v1/scores", json=ONE, headers={**AUTH, "X-Request-ID": "req-abc-123"})
+    assert r.headers["x-request-id"] == "req-abc-123"
+    generated = client.get("/healthz").headers["x-request-id"]
+    assert len(generated) == 32
+    unsafe = client.get("/healthz", headers={"X-Request-ID": "bad id <script>" + "x" * 80})
+    assert len(unsafe.headers["x-request-id"]) == 32  # replaced, never reflected
+    lines = [json.loads(line) for line in secured.output().splitlines()
+             if line.startswith("{")]
+    (entry,) = [e for e in lines if e.get("request_id") == "req-abc-123"]
+    assert (entry["message"], entry["route"], entry["method"], entry["status"]) == (
+        "request", "/v1/scores", "POST", 200)
+    assert entry["duration_ms"] > 0 and "level" in entry and "ts" in entry
+    assert any(e.get("event") == "model_loaded" for e in lines)
+
+
+def test_prometheus_metrics(client, local_registry):
+    for _ in range(3):
+        client.post("/v1/scores", json=ONE, headers=AUTH)
+    client.get("/v1/accounts/nobody", headers=AUTH)
+    text = client.get("/metrics").text
+    assert 'churn_http_request_duration_seconds_bucket{le="0.01",method="POST",route="/v1/scores",status="200"}' in text
+    assert 'route="/v1/accounts/{account_id}",status="404"' in text  # the template, not the id
+    assert "nobody" not in text
+    count = next(line for line in text.splitlines()
+                 if line.startswith("churn_score_churn_probability_count"))
+    assert float(count.split()[-1]) >= 3
+    assert f'churn_model_info{{alias="champion",name="churn-risk",version="{local_registry.version}"}} 1.0' in text
+
+
+def test_account_history_and_portfolio_routes(client):
+    a = client.get("/v1/accounts/A1", headers=AUTH).json()
+    assert a["latest"]["as_of"] == "2026-02-01" and a["latest"]["quadrant"] == "Wildcard"
+    assert a["latest"]["reasons"][0]["feature"] == "active_days_30d"
+    assert [(h["as_of"], h["churn_probability"]) for h in a["history"]] == [
+        ("2026-02-01", 0.4), ("2026-01-01", 0.2)]
+    assert client.get("/v1/accounts/nobody", headers=AUTH).status_code == 404
+    latest = client.get("/v1/portfolio", headers=AUTH).json()
+    assert latest["as_of"] == "2026-02-01" and latest["accounts"] == 1
+    firing = {x["quadrant"]: x["firing"] for x in latest["alarms"]}
+    assert firing == {"Churner": False, "Wildcard": True}  # 1 of 1 is a Wildcard
+    first = client.get("/v1/portfolio?as_of=2026-01-01", headers=AUTH).json()
+    assert first["quadrants"] == {"Advocate": 1, "Churner": 1} and first["survey_due"] == 1
+    assert {x["quadrant"]: x["firing"] for x in first["alarms"]} == {
+        "Churner": True, "Wildcard": False}
+    assert client.get("/v1/portfolio?as_of=2019-01-01", headers=AUTH).status_code == 404
+
+
+def test_model_info_has_lifecycle_fields(client, local_registry):
+    info = client.get("/v1/model", headers=AUTH).json()
+    assert (info["version"], info["alias"]) == (local_registry.version, "champion")
+    assert info["trained_at"] and info["metrics"]["roc_auc"] == 0.75
+    assert info["calibrated"] is False and info["features"]
+
+
+def test_open_cors_when_configured(local_registry, server_workdir, tmp_path):
+    env = {"CHURN_TRACKING_URI": local_registry.tracking_uri,
+           "CHURN_CORS_ORIGINS": '["https://cs.example"]',
+           "CHURN_SCORE_STORE_URL": f"sqlite:///{tmp_path / 's.db'}"}
+    with start_server(uvicorn_factory_argv, env, server_workdir) as server:
+        ok = httpx.options(server.url + "/v1/scores", headers={
+            "Origin": "https://cs.example", "Access-Control-Request-Method": "POST"})
+        assert ok.headers["access-control-allow-origin"] == "https://cs.example"
+        other = httpx.options(server.url + "/v1/scores", headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in other.headers
