@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from features.definitions import categorical_features
-from features.synthetic import write_tables
+from features.synthetic import generate, write_tables
 from training.cli import app
 from training.config import TrainConfig
 from training.pipeline import scoring_frame
@@ -120,3 +120,31 @@ def test_features_cli_rejects_bad_dates(small_tables, tmp_path: Path, bad: str) 
     result = runner.invoke(app, ["features", "--data", str(data), "--out", str(tmp_path / "f.parquet"),
                                  "--as-of", bad or ","])
     assert result.exit_code != 0
+
+
+def test_tune_runs_optuna_on_the_backtest_and_config_is_validated(tmp_path: Path) -> None:
+    data = write_tables(generate(accounts=300, months=14, seed=9), tmp_path / "data")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = tmp_path / "train.yaml"
+    config.write_text("label:\n  horizon_days: 60\nsplit:\n  backtest_folds: 2\n"
+                      "lightgbm:\n  num_boost_round: 200\n")
+    result = runner.invoke(app, ["train", "--data", str(data), "--tracking-uri", uri, "--json",
+                                 "--config", str(config), "--tune", "3"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    tuning = summary["tuning"]
+    assert tuning["trials"] == 3 and 0.5 < tuning["best_value"] <= 1
+    run = MlflowClient(uri).get_run(summary["run_id"])
+    assert run.data.params["tune_trials"] == "3"
+    assert float(run.data.params["lgbm_learning_rate"]) == pytest.approx(
+        tuning["best_params"]["learning_rate"])
+    assert run.data.params["horizon_days"] == "60"
+
+    config.write_text("label:\n  horizon_days: -5\n")
+    bad = runner.invoke(app, ["train", "--data", str(data), "--tracking-uri", uri,
+                              "--config", str(config)])
+    assert bad.exit_code == 2 and "horizon_days" in bad.output
+    config.write_text("lightgbm:\n  learning_rate: 0.1\nsplitt: {}\n")
+    bad = runner.invoke(app, ["train", "--data", str(data), "--tracking-uri", uri,
+                              "--config", str(config)])
+    assert bad.exit_code == 2 and "splitt" in bad.output
