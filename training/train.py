@@ -74,8 +74,12 @@ def build_training_set(tables: Tables, config: TrainConfig,
     feats = build_features(tables, obs[["account_id", "as_of"]])
     frame = pd.concat([feats, obs[[LABEL]].reset_index(drop=True)], axis=1)
     fc = tables.feature_config
-    return TrainingSet(frame, feature_names(fc), observed, categorical_features(fc),
-                       catalogue_records(fc), [s.name for s in catalogue(fc) if s.fat_tailed])
+    names = config.features.select(feature_names(fc))
+    keep = set(names)
+    return TrainingSet(frame, names, observed,
+                       [c for c in categorical_features(fc) if c in keep],
+                       [r for r in catalogue_records(fc) if r["name"] in keep],
+                       [s.name for s in catalogue(fc) if s.fat_tailed and s.name in keep])
 
 
 def time_split(as_of: pd.Series, test_dates: int, horizon_days: int
