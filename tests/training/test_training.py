@@ -148,3 +148,15 @@ def test_tune_runs_optuna_on_the_backtest_and_config_is_validated(tmp_path: Path
     bad = runner.invoke(app, ["train", "--data", str(data), "--tracking-uri", uri,
                               "--config", str(config)])
     assert bad.exit_code == 2 and "splitt" in bad.output
+
+
+def test_feature_selection_patterns(small_tables) -> None:
+    config = TrainConfig.model_validate({"features": {"include": ["events_*", "plan"],
+                                                      "exclude": ["events_7d"]}})
+    ts = build_training_set(small_tables, config)
+    assert "plan" in ts.feature_names and "events_30d" in ts.feature_names
+    assert "events_7d" not in ts.feature_names and "tenure_days" not in ts.feature_names
+    assert ts.categorical == ["plan"] and [r["name"] for r in ts.catalogue] == ts.feature_names
+    with pytest.raises(ValueError, match="'nope_\\*' matches no feature"):
+        TrainConfig.model_validate({"features": {"include": ["nope_*"]}}).features.select(
+            ts.feature_names)
