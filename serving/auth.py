@@ -47,7 +47,7 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     """FastAPI dependency of the ``/v1`` routes: 401 unless a configured key is presented."""
     digests = request.app.state.settings.api_key_hashes
     if not digests:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,10 +67,14 @@ class LoadedModel:
     source: str = ""
     feature_index: dict[str, int] = field(init=False, repr=False)
     explainer: Explainer = field(init=False, repr=False)
+    category_codes: dict[str, dict[str, float]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_index",
                            {n: j for j, n in enumerate(self.encoder.feature_names)})
+        object.__setattr__(self, "category_codes", {
+            name: {c: float(i) for i, c in enumerate(cats)}
+            for name, cats in self.encoder.categories_.items()})
         object.__setattr__(self, "explainer",
                            Explainer.for_features(self.encoder.feature_names, self.catalogue))
 
@@ -83,6 +89,45 @@ class LoadedModel:
     @property
     def metrics(self) -> dict[str, Any]:
         return dict(self.metadata.get("metrics") or {})
+
+    def encode(self, records: list[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """``(matrix, missing)``: the rows :meth:`FeatureEncoder.transform_records` makes (same
+        codes, unknown categories NaN) and which features each record did not send (None).
+
+        Column by column for batches (one ``np.array`` per numeric feature, None -> NaN), row by
+        row for a few records; category code tables are built once per model.
+        """
+        names = self.encoder.feature_names
+        codes = self.category_codes
+        n = len(records)
+        out = np.full((n, len(names)), np.nan, dtype=np.float64)
+        missing = np.zeros((n, len(names)), dtype=bool)
+        if n <= 8:
+            for i, record in enumerate(records):
+                row, miss = out[i], missing[i]
+                for j, name in enumerate(names):
+                    value = record.get(name)
+                    if value is None:
+                        miss[j] = True
+                        continue
+                    lookup = codes.get(name)
+                    row[j] = (float(value) if lookup is None else
+                              lookup.get(value if isinstance(value, str) else str(value), math.nan))
+            return out, missing
+        # rows of values via C-level map/zip, then one column per feature
+        columns = list(zip(*[list(map(r.get, names)) for r in records], strict=True))
+        for j, name in enumerate(names):
+            values = columns[j]
+            lookup = codes.get(name)
+            if lookup is None:
+                out[:, j] = np.array(values, dtype=np.float64)
+                missing[:, j] = np.isnan(out[:, j])
+            else:
+                out[:, j] = [math.nan if v is None else
+                             lookup.get(v if isinstance(v, str) else str(v), math.nan)
+                             for v in values]
+                missing[:, j] = [v is None for v in values]
+        return out, missing
 
     @property
     def calibration(self) -> dict[str, Any] | None:

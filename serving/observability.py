@@ -24,10 +24,11 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException
 
@@ -97,16 +98,11 @@ class Metrics:
                                "When the served model was loaded", registry=r)
         self._model_labels: tuple[str, str, str] | None = None
 
-    def observe_scores(self, probabilities: Iterable[float], health: Iterable[float | None]
+    def observe_scores(self, probabilities: Sequence[float], health: Sequence[float | None]
                        ) -> None:
-        n = 0
-        for p in probabilities:
-            self.probability.observe(p)
-            n += 1
-        for h in health:
-            if h is not None:
-                self.health.observe(h)
-        self.accounts.inc(n)
+        _observe_many(self.probability, probabilities)
+        _observe_many(self.health, [h for h in health if h is not None])
+        self.accounts.inc(len(probabilities))
 
     def set_model(self, name: str, version: str | None, alias: str | None) -> None:
         labels = (name, version or "", alias or "")
@@ -115,6 +111,23 @@ class Metrics:
         self.model.labels(*labels).set(1)
         self._model_labels = labels
         self.model_age.set(time.time())
+
+
+def _observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe(v)`` for every value; for batches, one increment per bucket (the
+    client library's own bucket and sum counters, which ``observe`` updates one by one)."""
+    if len(values) < 16 or not hasattr(histogram, "_buckets"):
+        for v in values:
+            histogram.observe(v)
+        return
+    arr = np.asarray(values, dtype=np.float64)
+    bounds = np.asarray(histogram._upper_bounds, dtype=np.float64)
+    # observe() puts v in the first bucket whose upper bound is >= v
+    counts = np.bincount(np.searchsorted(bounds, arr, side="left"), minlength=len(bounds))
+    for bucket, count in zip(histogram._buckets, counts.tolist(), strict=False):
+        if count:
+            bucket.inc(count)
+    histogram._sum.inc(float(arr.sum()))
 
 
 class BodyTooLarge(HTTPException):

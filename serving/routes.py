@@ -33,11 +33,13 @@ from serving.store import ScoreStore, StoreError, alarms
 from serving.surveys import SurveyPolicy
 
 
-def app_settings(request: Request) -> ServingSettings:
+async def app_settings(request: Request) -> ServingSettings:
+    # The dependencies are async although they do no I/O: FastAPI runs sync dependencies in the
+    # thread pool, a thread hop per dependency per request.
     return request.app.state.settings
 
 
-def loaded_model(request: Request) -> LoadedModel:
+async def loaded_model(request: Request) -> LoadedModel:
     """The served model, or 503 with the reason it is not loaded."""
     model = getattr(request.app.state, "model", None)
     if model is None:
@@ -84,11 +86,11 @@ def _features(model: LoadedModel) -> list[FeatureInfo]:
     return out
 
 
-def app_metrics(request: Request) -> Metrics:
+async def app_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def score_store(request: Request) -> ScoreStore:
+async def score_store(request: Request) -> ScoreStore:
     return request.app.state.store
 
 
@@ -171,8 +173,8 @@ def build_router(settings: ServingSettings) -> APIRouter:
         top = (reasons or config.reasons_top) if explain else 0
         results = score_accounts(model, accounts, config.health_weights, bands, reasons=top,
                                  policy=policy)
-        metrics.observe_scores((r.churn_probability for r in results),
-                               (r.health_score for r in results))
+        metrics.observe_scores([r.churn_probability for r in results],
+                               [r.health_score for r in results])
         payload = {"model_name": model.name, "model_version": model.version,
                    "horizon_days": model.horizon_days,
                    "calibrated": model.calibration is not None,

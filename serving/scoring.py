@@ -123,10 +123,6 @@ def to_dict(score: AccountScore) -> dict[str, Any]:
     }
 
 
-def _round(value: float, digits: int) -> float | None:
-    return None if math.isnan(value) else round(value, digits)
-
-
 def health_note(weights: Mapping[str, float], without_data: Sequence[str]) -> str | None:
     """``"No data for sentiment: its weight 0.2 was shared among ..."`` (None if none applies)."""
     dropped = [c for c in without_data if weights.get(c, 0) > 0]
@@ -165,7 +161,7 @@ def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput],
     ids = [account_id for account_id, _ in accounts]
     records = [features for _, features in accounts]
 
-    matrix = model.encoder.transform_records(records)
+    matrix, missing = model.encode(records)
     contributions = None
     if reasons > 0:
         contributions = model.contributions(matrix)
@@ -183,15 +179,22 @@ def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput],
     risk_bands = band_labels(probability, bands.risk)
     health_bands = band_labels(health, bands.health)
 
-    component_lists = {c: components[c].tolist() for c in COMPONENTS}
-    weight_lists = {c: (effective[c].tolist() if c in effective else [0.0] * len(ids))
-                    for c in COMPONENTS}
+    # Rounded once per column (NaN -> None), not once per value.
+    component_lists = {c: [None if v != v else v for v in np.round(components[c], 2).tolist()]
+                       for c in COMPONENTS}
+    weight_lists = {c: (np.round(effective[c], 4).tolist() if c in effective
+                        else [0.0] * len(ids)) for c in COMPONENTS}
+    health_list = [None if v != v else v for v in np.round(health, 2).tolist()]
     feature_names = model.encoder.feature_names
     results = []
     raw_list = raw.tolist()
+    rows, cols = np.nonzero(missing)
+    missing_idx: list[list[int]] = [[] for _ in ids]
+    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+        missing_idx[r].append(c)
     for i, account_id in enumerate(ids):
         record = records[i]
-        comps = {c: _round(component_lists[c][i], 2) for c in COMPONENTS}
+        comps = {c: component_lists[c][i] for c in COMPONENTS}
         without = [c for c, v in comps.items() if v is None]
         top = rest = None
         if contributions is not None:
@@ -201,11 +204,11 @@ def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput],
             account_id=account_id,
             churn_probability=float(probability[i]),
             risk_band=risk_bands[i] or "",
-            health_score=_round(float(health[i]), 2),
+            health_score=health_list[i],
             health_band=health_bands[i],
             components=comps,
-            weights={c: round(weight_lists[c][i], 4) for c in COMPONENTS},
-            missing_features=[n for n in feature_names if record.get(n) is None],
+            weights={c: weight_lists[c][i] for c in COMPONENTS},
+            missing_features=[feature_names[j] for j in missing_idx[i]],
             components_without_data=without,
             raw_score=raw_list[i],
             reasons=top,

@@ -123,3 +123,15 @@ def test_single_row_does_not_use_pandas(tiny_model, monkeypatch):
     monkeypatch.setattr(pd, "Categorical", boom)
     monkeypatch.setattr(pd, "to_numeric", boom)
     assert len(score_accounts(tiny_model, [("A", FULL)])) == 1
+
+
+@pytest.mark.parametrize("n", [1, 5, 40])
+def test_fast_encoding_equals_the_feature_encoder(tiny_model, n):
+    accounts = _records(n, seed=11)
+    records = [r for _, r in accounts]
+    records[0] = {**records[0], "plan": "platinum"}  # an unknown category is NaN, not missing
+    matrix, missing = tiny_model.encode(records)
+    np.testing.assert_array_equal(matrix, tiny_model.encoder.transform_records(records))
+    names = tiny_model.encoder.feature_names
+    expected = np.array([[r.get(name) is None for name in names] for r in records])
+    np.testing.assert_array_equal(missing, expected)

@@ -182,3 +182,29 @@ def test_open_cors_when_configured(local_registry, server_workdir, tmp_path):
         other = httpx.options(server.url + "/v1/scores", headers={
             "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_bulk_histogram_observation_equals_one_by_one():
+    import numpy as np
+    from prometheus_client import generate_latest
+
+    from serving.observability import Metrics
+
+    values = np.random.default_rng(0).uniform(0, 1, 500).tolist() + [0.05, 0.1, 1.0, 0.0]
+    bulk, single = Metrics(), Metrics()
+    bulk.observe_scores(values, [v * 100 for v in values])
+    for v in values:
+        single.probability.observe(v)
+        single.health.observe(v * 100)
+        single.accounts.inc()
+
+    def samples(m):
+        return [line for line in generate_latest(m.registry).decode().splitlines()
+                if line.startswith(("churn_score", "churn_scored")) and "_created" not in line]
+
+    bulk_lines, single_lines = samples(bulk), samples(single)
+    assert len(bulk_lines) > 20
+    for a, b in zip(bulk_lines, single_lines, strict=True):
+        name_a, value_a = a.rsplit(" ", 1)
+        name_b, value_b = b.rsplit(" ", 1)
+        assert name_a == name_b and float(value_a) == pytest.approx(float(value_b))

@@ -1,0 +1,246 @@
+"""Serving benchmark: our API vs ``mlflow models serve`` on the same registered model, same load.
+
+What it does, in one run (so both sides see the same machine load):
+
+1. trains a LightGBM churn model on random values of the catalogue features (300 trees with the
+   hyperparameters ``churn train`` uses; the feature count is the catalogue's) and registers it
+   with ``training.registry`` -- the same pyfunc ``churn train`` logs -- in a temporary SQLite
+   MLflow store;
+2. starts our server (``serving.app.serve``, 2 uvicorn workers) and ``mlflow models serve`` for
+   ``models:/churn-risk/1`` (2 workers, ``--env-manager local``), both on 127.0.0.1, both in
+   this process's environment (no thread-count variables are set for either);
+3. checks both answer the same probability for the same account;
+4. loads each with ``wrk`` (one thread, 16 connections, a fixed duration after a warm-up) and
+   prints requests/s, accounts/s, p50/p99 and the ratios.
+
+Run: ``.venv/bin/python benchmarks/serving.py [--seconds 10] [--connections 16]``; needs ``wrk``
+(``apt-get install wrk``). Only 127.0.0.1 is ever loaded, for a bounded time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import lightgbm as lgb
+import mlflow
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from features.definitions import CATALOGUE, catalogue_records, categorical_features  # noqa: E402
+from features.modelframe import FeatureEncoder  # noqa: E402
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[%s]==]
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"errors\\": %%d, \\"p50_us\\": %%d, " ..
+    "\\"p99_us\\": %%d}\\n", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def random_frame(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    cols = {}
+    for spec in CATALOGUE:
+        if spec.dtype == "category":
+            cols[spec.name] = rng.choice(["a", "b", "c", "d"], size=n).astype(object)
+        elif spec.unit == "%":
+            cols[spec.name] = rng.uniform(0, 1, n)
+        else:
+            cols[spec.name] = rng.uniform(0, 60, n).round()
+    return pd.DataFrame(cols)
+
+
+def register_model(root: Path) -> str:
+    """Train and register a model like `churn train` does; returns the tracking URI."""
+    from training.registry import ensure_experiment, log_and_register
+
+    frame = random_frame(20_000, 1)
+    names = list(frame.columns)
+    encoder = FeatureEncoder(names, categorical_features()).fit(frame)
+    X = encoder.transform(frame)  # noqa: N806
+    logit = -1 + 0.05 * (30 - frame["active_days_30d"]) + (frame["plan"] == "a") * 0.8
+    y = (np.random.default_rng(2).uniform(size=len(frame)) < 1 / (1 + np.exp(-logit))).astype(int)
+    from training.config import TrainConfig
+
+    params = TrainConfig().lightgbm.params()  # the production hyperparameters, 300 rounds
+    booster = lgb.train({**params, "num_threads": 2},
+                        lgb.Dataset(X, y, feature_name=names,
+                                    categorical_feature=encoder.categorical_indices),
+                        num_boost_round=300)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment = ensure_experiment("serving-benchmark", uri)
+    booster_path = root / "booster.txt"
+    booster.save_model(str(booster_path))
+    metadata = {"model_name": "churn-risk", "encoder": encoder.to_dict(),
+                "catalogue": catalogue_records(), "horizon_days": 90,
+                "trained_at": "2026-01-01T00:00:00+00:00", "metrics": {}, "run_id": ""}
+    example = frame.head(5)
+    with mlflow.start_run(experiment_id=experiment):
+        log_and_register(booster_path=booster_path, metadata=metadata, example=example,
+                         example_proba=booster.predict(encoder.transform(example)),
+                         model_name="churn-risk")
+    return uri
+
+
+def start(argv: list[str], env: dict[str, str], log: Path, ready_path: str, port: int,
+          timeout: float = 180) -> subprocess.Popen:
+    proc = subprocess.Popen(argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=log.parent)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{argv[:4]} exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    stop(proc)
+    raise SystemExit(f"{argv[:4]} did not start:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wrk(url: str, body: str, seconds: float, connections: int, workdir: Path) -> dict:
+    script = workdir / f"body-{abs(hash(body))}.lua"
+    script.write_text(LUA % body)
+    duration = f"-d{max(1, round(seconds))}s"
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", duration, "--timeout", "10s",
+                          "-s", str(script), url], capture_output=True, text=True, check=True)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+    r = json.loads(line[len("RESULT "):])
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    return r
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    return [{k: (v if isinstance(v, str) else float(v)) for k, v in row.items()}
+            for row in frame.to_dict("records")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=1000)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+
+    root = Path(tempfile.mkdtemp(prefix="churn-serving-bench-"))
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"python {platform.python_version()}, load {os.getloadavg()}")
+    uri = register_model(root)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+    env.update(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    ours_port, mlflow_port = free_port(), free_port()
+    ours_env = {**env, "CHURN_TRACKING_URI": uri, "CHURN_MODEL_URI": "models:/churn-risk/1",
+                "CHURN_SCORE_STORE_URL": f"sqlite:///{root / 'scores.db'}",
+                "CHURN_LOG_LEVEL": "warning"}
+    code = (f"from serving.app import serve; from serving.settings import ServingSettings; "
+            f"serve(ServingSettings(port={ours_port}, workers=2, log_level='warning'))")
+    ours = start([sys.executable, "-c", code], ours_env, root / "ours.log", "/readyz", ours_port)
+    theirs = None
+    try:
+        theirs = start([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
+                        "models:/churn-risk/1", "--env-manager", "local", "-h", "127.0.0.1",
+                        "-p", str(mlflow_port), "-w", "2"], env, root / "mlflow.log", "/ping",
+                       mlflow_port)
+        frame = random_frame(args.batch, 9)
+        rows = records(frame)
+        one = json.dumps({"accounts": [{"account_id": "A1", "features": rows[0]}]})
+        batch = json.dumps({"accounts": [{"account_id": f"A{i}", "features": r}
+                                         for i, r in enumerate(rows)]})
+        one_mlflow = json.dumps({"dataframe_records": rows[:1]})
+        batch_mlflow = json.dumps({"dataframe_records": rows})
+        ours_url = f"http://127.0.0.1:{ours_port}/v1/scores"
+        mlflow_url = f"http://127.0.0.1:{mlflow_port}/invocations"
+
+        # Same model, same answer.
+        a = httpx.post(ours_url, content=one, headers={"content-type": "application/json"},
+                       timeout=30).json()["scores"][0]["churn_probability"]
+        b = httpx.post(mlflow_url, content=one_mlflow,
+                       headers={"content-type": "application/json"}, timeout=30).json()
+        b = b["predictions"][0]
+        assert abs(a - b) < 1e-9, (a, b)
+        print(f"model: 300 trees (training defaults), {len(CATALOGUE)} features; both servers give p={a:.6f} "
+              "for the same account\n")
+
+        scenarios = [
+            ("ours, 1 account, health + reasons", ours_url, one, 1),
+            ("ours, 1 account, health, explain=false", ours_url + "?explain=false", one, 1),
+            ("mlflow models serve, 1 account", mlflow_url, one_mlflow, 1),
+            (f"ours, {args.batch} accounts, explain=false", ours_url + "?explain=false", batch,
+             args.batch),
+            (f"ours, {args.batch} accounts, health + reasons", ours_url, batch, args.batch),
+            (f"mlflow models serve, {args.batch} accounts", mlflow_url, batch_mlflow, args.batch),
+        ]
+        results = {}
+        for name, url, body, n in scenarios:
+            wrk(url, body, args.warmup, args.connections, root)
+            r = wrk(url, body, args.seconds, args.connections, root)
+            r["accounts_per_s"] = r["rps"] * n
+            results[name] = r
+            print(f"{name:45s} {r['rps']:9.1f} req/s {r['accounts_per_s']:10.0f} accounts/s  "
+                  f"p50 {r['p50_us'] / 1000:7.2f} ms  p99 {r['p99_us'] / 1000:7.2f} ms  "
+                  f"errors {r['errors']}", flush=True)
+        single = results["ours, 1 account, health + reasons"]["rps"]
+        single_ml = results["mlflow models serve, 1 account"]["rps"]
+        big = results[f"ours, {args.batch} accounts, explain=false"]["accounts_per_s"]
+        big_ml = results[f"mlflow models serve, {args.batch} accounts"]["accounts_per_s"]
+        print(f"\nratio single account (ours with reasons / mlflow): {single / single_ml:.1f}x "
+              "(target >= 20x)")
+        print(f"p99 single account with reasons: "
+              f"{results['ours, 1 account, health + reasons']['p99_us'] / 1000:.2f} ms "
+              "(target <= 15 ms)")
+        print(f"batches of {args.batch} without reasons: {big:,.0f} accounts/s (target >= 40,000)"
+              f"; {big / big_ml:.1f}x mlflow")
+        print(f"load after: {os.getloadavg()}")
+    finally:
+        stop(ours)
+        if theirs is not None:
+            stop(theirs)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
