@@ -136,12 +136,13 @@ def observation_frame(observations: pd.DataFrame) -> pd.DataFrame:
     return obs.reset_index(drop=True)
 
 
-def _rollups(con: ibis.BaseBackend, tables: Tables) -> dict[str, ir.Table]:
-    """Daily measures per account for every present event table."""
+def _rollups(con: ibis.BaseBackend, tables: Tables, needed: set[str]) -> dict[str, ir.Table]:
+    """Daily measures per account for every present event table (usage only when ``needed``)."""
     out: dict[str, ir.Table] = {}
     config = tables.feature_config
-    if tables.usage_events is not None:
-        ev = con.create_table("usage_events", tables.usage_events[
+    if tables.usage_events is not None and any(n.startswith("usage_events") for n in needed):
+        # Registered, not copied: the events are scanned once per roll-up below.
+        ev = ibis.memtable(tables.usage_events[
             ["account_id", "timestamp", "event", "user_id", "quantity"]])
         ev = ev.mutate(day=_day(ev.timestamp), qty=ev.quantity.fill_null(1))
         key_measures = {key_event_measure(e): ev.qty.sum(where=ev.event == e).fill_null(0)
@@ -149,11 +150,16 @@ def _rollups(con: ibis.BaseBackend, tables: Tables) -> dict[str, ir.Table]:
         daily = ev.group_by(["account_id", "day"]).agg(
             events=ev.qty.sum().cast("float64"),
             active=ev.count().clip(upper=1), **key_measures)
-        out["usage_events"] = daily.mutate(events_sq=daily.events * daily.events,
-                                           events_x_day=daily.events * daily.day.cast("float64"))
-        out["usage_events:event"] = ev.select("account_id", "day", key=ev.event).distinct()
-        out["usage_events:user_id"] = (ev.filter(ev.user_id.notnull())
-                                       .select("account_id", "day", key=ev.user_id).distinct())
+        if "usage_events" in needed:
+            out["usage_events"] = daily.mutate(
+                events_sq=daily.events * daily.events,
+                events_x_day=daily.events * daily.day.cast("float64"))
+        if "usage_events:event" in needed:  # read twice (distinct features, catalogue size)
+            out["usage_events:event"] = con.create_table(
+                "usage_event_days", ev.select("account_id", "day", key=ev.event).distinct())
+        if "usage_events:user_id" in needed:
+            out["usage_events:user_id"] = (ev.filter(ev.user_id.notnull())
+                                           .select("account_id", "day", key=ev.user_id).distinct())
     if tables.touchpoints is not None:
         tp = con.create_table("touchpoints", tables.touchpoints[
             ["account_id", "timestamp", "channel", "initiated_by", "resolved_at", "escalated"]])
@@ -197,32 +203,54 @@ def _rollups(con: ibis.BaseBackend, tables: Tables) -> dict[str, ir.Table]:
     return out
 
 
-def _window_frame(days: int | None, offset: int) -> tuple[int | None, int]:
-    end = -(1 + offset)
-    return (None if days is None else -(days + offset), end)
+def _windowed(rollup: ir.Table, snaps: ir.Table, specs: list[FeatureSpec]) -> ir.Table:
+    """Window and recency features of one source, one row per snapshot.
 
-
-def _windowed(rollup: ir.Table, snaps: ir.Table, specs: list[FeatureSpec],
-              extra: dict[str, Callable[[ir.Table], ir.Value]] | None = None) -> ir.Table:
-    """Window and recency features of one source, one row per snapshot."""
+    One running (cumulative) sum per measure, read at "probe" rows: for a snapshot on day D and a
+    window of N days ending ``offset`` days before D, the window total is C(D - offset) -
+    C(D - offset - N), where C(X) is the running total of the rows dated before day X. Probes sort
+    before the real rows of their day, so C(X) never includes day X. A running aggregate is one
+    streaming pass over the sorted rows, much cheaper than one range-framed window per feature.
+    """
     measures = sorted({spec.compute.measure for spec in specs})  # type: ignore[union-attr]
-    rows = rollup.select("account_id", "day", *measures, is_snap=ibis.literal(False))
+    offsets = {0}
+    for spec in specs:
+        c = spec.compute
+        if isinstance(c, Window):
+            offsets.add(c.offset)
+            if c.days:
+                offsets.add(c.offset + c.days)
+    rows = rollup.select("account_id", "day", *measures, real=ibis.literal(1, "int8"),
+                         snap=ibis.null("int64"), off=ibis.null("int64"))
     zeros = {m: ibis.literal(0).cast(rollup[m].type()) for m in measures}
-    union = rows.union(snaps.select("account_id", "day", **zeros, is_snap=ibis.literal(True)))
+    probes = [snaps.select("account_id", day=snaps.day - o, **zeros, real=ibis.literal(0, "int8"),
+                           snap=snaps.day, off=ibis.literal(o, "int64")) for o in sorted(offsets)]
+    union = rows.union(*probes)
+    w = ibis.window(group_by="account_id", order_by=["day", "real"], rows=(None, 0))
+    running = {f"c_{m}": union[m].sum().over(w) for m in measures}
+    since = {spec.compute.measure for spec in specs if isinstance(spec.compute, Since)}
+    running |= {f"l_{m}": ibis.cases((union[m] > 0, union.day), else_=ibis.null("int64"))
+                .max().over(w) for m in since}
+    at = union.mutate(**running)
+    at = at.filter(at.real == 0)
+
+    def value(column: str, offset: int) -> ir.Value:
+        return at[column].max(where=at.off == offset)
+
     cols: dict[str, ir.Value] = {}
     for spec in specs:
         c = spec.compute
         if isinstance(c, Window):
-            frame = _window_frame(c.days or None, c.offset)
-            w = ibis.window(group_by="account_id", order_by="day", range=frame)
-            cols[spec.name] = union[c.measure].sum().over(w).fill_null(0).cast("float64")
+            total = value(f"c_{c.measure}", c.offset).fill_null(0)
+            if c.days:
+                total = total - value(f"c_{c.measure}", c.offset + c.days).fill_null(0)
+            cols[spec.name] = total.cast("float64")
         elif isinstance(c, Since):
-            w = ibis.window(group_by="account_id", order_by="day", range=(None, -1))
-            last = ibis.cases((union[c.measure] > 0, union.day), else_=ibis.null("int64"))
-            cols[spec.name] = (union.day - last.max().over(w)).cast("float64")
-    for name, fn in (extra or {}).items():
-        cols[name] = fn(union)
-    return union.mutate(**cols).filter(union.is_snap).select("account_id", "day", *cols)
+            cols[spec.name] = value(f"l_{c.measure}", 0)  # the day; made an age below
+    out = at.group_by("account_id", "snap").agg(**cols)
+    ages = {spec.name: (out.snap - out[spec.name]).cast("float64") for spec in specs
+            if isinstance(spec.compute, Since)}
+    return out.select("account_id", day=out.snap, **{n: ages.get(n, out[n]) for n in cols})
 
 
 def _median(rows: ir.Table, snaps: ir.Table, spec: FeatureSpec) -> ir.Table:
@@ -374,8 +402,26 @@ def build_features(tables: Tables, observations: pd.DataFrame,
     snap_pd = obs.assign(day=(obs["as_of"] - pd.Timestamp("1970-01-01")).dt.days.astype("int64"),
                          row=range(len(obs)))
     snaps = con.create_table("snapshots", snap_pd)
-    rollups = _rollups(con, tables)
-    everything = {s.name: s for s in (*specs, *helper_specs(config))}
+    # Helpers (intermediate columns) only when a requested derived feature needs them.
+    wanted = {i for s in specs if isinstance(s.compute, Derived) for i in s.compute.inputs}
+    helpers = [h for h in helper_specs(config)
+               if h.name in wanted or (h.name.startswith("_key_") and "_key_*_30d" in wanted)]
+    everything = {s.name: s for s in (*specs, *helpers)}
+    # The roll-ups the requested features read (each is only computed when needed).
+    needed: set[str] = set()
+    for spec in everything.values():
+        c = spec.compute
+        if isinstance(c, Window | Since):
+            needed.add(c.source)
+        elif isinstance(c, Distinct):
+            needed.add(f"{c.source}:{c.key}")
+        elif isinstance(c, Median):
+            needed.add(f"{c.source}:{c.value}")
+    if "_catalogue_size" in wanted:
+        needed.add("usage_events:event")
+    nps = bool(wanted & {"last_nps", "_previous_nps"}) or any(
+        s.name == "last_nps" for s in specs)
+    rollups = _rollups(con, tables, needed)
     parts: list[ir.Table] = [_account_attributes(con, tables, snaps)]
     extras = _extra_attributes(con, tables, snaps, specs)
     if extras is not None:
@@ -394,11 +440,11 @@ def build_features(tables: Tables, observations: pd.DataFrame,
         if name in rollups:
             parts.append(_distinct(rollups[name], snaps,
                                    [s for s in distinct if s.compute.key == key]))  # type: ignore[union-attr]
-    if "usage_events:event" in rollups:
+    if "usage_events:event" in rollups and "_catalogue_size" in wanted:
         parts.append(snaps.select("account_id", "day").left_join(
             _catalogue_size(rollups["usage_events:event"], snaps), "day").select(
             "account_id", "day", "_catalogue_size"))
-    if "surveys" in rollups:
+    if "surveys" in rollups and nps:
         parts.append(_last_nps(rollups["surveys"], snaps))
     for spec in specs:
         if isinstance(spec.compute, Median):
@@ -413,7 +459,7 @@ def build_features(tables: Tables, observations: pd.DataFrame,
             *[c for c in joined.columns], *cols)
     derived: dict[str, ir.Value] = {}
     key_helpers = [f"_key_{i}_30d" for i in range(len(config.key_events))]
-    usage = "usage_events" in rollups
+    usage = tables.usage_events is not None
     for spec in specs:
         if isinstance(spec.compute, Derived):
             if spec.compute.formula == "count_positive":

@@ -71,7 +71,7 @@ def _later(rows: list[tuple], cutoff: pd.Timestamp) -> list[tuple]:
     return [r for r in rows if r[1] >= cutoff]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(usage=st.lists(usage_row, max_size=40), touch=st.lists(touch_row, max_size=15),
        surveys=st.lists(survey_row, max_size=12), future_usage=st.lists(usage_row, max_size=20),
        future_touch=st.lists(touch_row, max_size=8), future_surveys=st.lists(survey_row, max_size=8),
@@ -92,7 +92,7 @@ def test_rows_on_or_after_as_of_never_change_features(usage, touch, surveys, fut
     assert_frame_equal(before, after)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(usage=st.lists(usage_row, min_size=1, max_size=40), touch=st.lists(touch_row, max_size=15),
        surveys=st.lists(survey_row, max_size=12), seed=st.integers(0, 2**16))
 def test_reordering_input_rows_changes_nothing(usage, touch, surveys, seed) -> None:
