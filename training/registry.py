@@ -16,7 +16,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
 import features
 from features.calibration import calibrate
@@ -62,7 +63,25 @@ def _example_frame(X: pd.DataFrame) -> pd.DataFrame:  # noqa: N803
     for col in ex.columns:
         if pd.api.types.is_string_dtype(ex[col]):
             ex[col] = ex[col].astype(object).where(ex[col].notna(), None)
+        elif pd.api.types.is_numeric_dtype(ex[col]):
+            # Doubles, not integers: any feature may be missing, and an integer column in the
+            # signature would make `mlflow models serve` reject a missing value.
+            ex[col] = ex[col].astype("float64")
     return ex
+
+
+def _signature(example: pd.DataFrame, example_proba: Any) -> ModelSignature:
+    """Every feature optional (a missing feature is a missing value); categorical features are
+    strings; numeric features accept any number type. MLflow refuses int64 for a ``double``
+    column ("cannot safely convert"), and JSON callers of ``mlflow models serve`` send whole
+    numbers such as ``12`` as integers; the pyfunc coerces the values itself."""
+    cols = []
+    for name in example.columns:
+        if pd.api.types.is_numeric_dtype(example[name]):
+            cols.append(ColSpec(AnyType(), name, required=False))
+        else:
+            cols.append(ColSpec(DataType.string, name, required=False))
+    return ModelSignature(inputs=Schema(cols), outputs=infer_signature(example, example_proba).outputs)
 
 
 def log_and_register(*, booster_path: Path, metadata: dict[str, Any], example: pd.DataFrame,
@@ -82,7 +101,7 @@ def log_and_register(*, booster_path: Path, metadata: dict[str, Any], example: p
         meta_path = Path(tmp) / "metadata.json"
         meta_path.write_text(json.dumps(metadata, indent=2, default=str))
         example = _example_frame(example)
-        signature = infer_signature(example, example_proba)
+        signature = _signature(example, example_proba)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_FILE),

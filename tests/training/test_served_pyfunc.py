@@ -55,16 +55,28 @@ def test_mlflow_models_serve_and_our_api_return_the_same_probabilities(
     in_process = np.asarray(mlflow.pyfunc.load_model(uri).predict(features), dtype=float)
     assert ((in_process > 0) & (in_process < 1)).all() and len(np.unique(in_process)) > 10
 
+    # As a JSON caller sends them: whole numbers as integers, missing values as null, and one
+    # feature left out entirely (the signature makes every feature optional).
+    def plain(v):
+        return int(v) if isinstance(v, float) and v.is_integer() else v
+
+    partial = features.drop(columns=["mrr"])
+    partial_in_process = np.asarray(mlflow.pyfunc.load_model(uri).predict(partial), dtype=float)
     proc, url = _mlflow_models_serve(uri, registered_model.tracking_uri, tmp_path)
     try:
-        body = {"dataframe_split": {"columns": list(features.columns),
-                                    "data": features.to_numpy().tolist()}}
-        answer = httpx.post(f"{url}/invocations", json=body, timeout=60)
-        assert answer.status_code == 200, answer.text
-        served = np.asarray(answer.json()["predictions"], dtype=float)
+        served = {}
+        for name, frame_ in (("full", features), ("partial", partial)):
+            body = {"dataframe_split": {"columns": list(frame_.columns),
+                                        "data": [[plain(v) for v in row]
+                                                 for row in frame_.to_numpy().tolist()]}}
+            answer = httpx.post(f"{url}/invocations", json=body, timeout=60)
+            assert answer.status_code == 200, answer.text
+            served[name] = np.asarray(answer.json()["predictions"], dtype=float)
     finally:
         _stop(proc)
-    np.testing.assert_allclose(served, in_process, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(served["full"], in_process, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(served["partial"], partial_in_process, rtol=0, atol=1e-9)
+    assert not np.allclose(partial_in_process, in_process)  # mrr mattered: it really was missing
 
     accounts = [{"account_id": a, "features": {k: v for k, v in f.items() if v is not None}}
                 for a, f in zip(frame.account_id, features.to_dict("records"), strict=True)]
