@@ -43,6 +43,7 @@ from serving.loader import (
 from serving.observability import Metrics, RequestMiddleware, configure_logging
 from serving.observability import log as log
 from serving.routes import build_router
+from serving.schemas import score_request_model
 from serving.settings import ServingSettings, get_settings
 from serving.store import ScoreStore
 
@@ -193,6 +194,24 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
                                    "header and the server log."}, status_code=500)
 
 
+def _document_request_body(app: FastAPI, request_model: type) -> None:
+    """Put the ``POST /v1/scores`` body schema into the OpenAPI components (the route reads the
+    raw body itself, so FastAPI does not see the model)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = generate()
+        schema = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = spec.setdefault("components", {}).setdefault("schemas", {})
+        components.update(schema.pop("$defs", {}))
+        components["ScoreRequest"] = schema
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     """The API, configured by ``settings`` (default: :func:`get_settings`, i.e. ``CHURN_*``)."""
     settings = settings or get_settings()
@@ -228,6 +247,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(build_router(settings))
+    _document_request_body(app, score_request_model(settings.max_batch_size))
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"],
