@@ -75,6 +75,13 @@ def generate(n_events: int, n_accounts: int, days: int, seed: int, out: Path) ->
         out / "subscriptions.parquet", index=False)
 
 
+def read_events(data: Path) -> pd.DataFrame:
+    """The events as pandas (Arrow-backed strings), read the same way for both implementations."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(data / "usage_events.parquet").to_pandas()
+
+
 def snapshot_dates(days: int, n: int) -> list[pd.Timestamp]:
     """``n`` dates evenly spread over the last part of the data, the last one the day after it."""
     last = START + pd.Timedelta(days=days)
@@ -103,7 +110,7 @@ def run_ours(data: Path, dates: list[pd.Timestamp]) -> pd.DataFrame:
         accounts=validate_table(ACCOUNTS, pd.read_parquet(data / "accounts.parquet"), "accounts"),
         subscriptions=validate_table(SUBSCRIPTIONS, pd.read_parquet(data / "subscriptions.parquet"),
                                      "subscriptions"),
-        usage_events=pd.read_parquet(data / "usage_events.parquet"))
+        usage_events=read_events(data))
     obs = pd.DataFrame([(a, d) for d in dates for a in tables.accounts.account_id],
                        columns=["account_id", "as_of"])
     start = time.perf_counter()
@@ -117,7 +124,7 @@ def run_ours(data: Path, dates: list[pd.Timestamp]) -> pd.DataFrame:
 
 def run_pandas(data: Path, dates: list[pd.Timestamp]) -> pd.DataFrame:
     accounts = pd.read_parquet(data / "accounts.parquet")
-    ev = pd.read_parquet(data / "usage_events.parquet")
+    ev = read_events(data)
     start = time.perf_counter()
     ev["day"] = (ev["timestamp"] - EPOCH).dt.days
     ev["quantity"] = ev["quantity"].fillna(1.0)
@@ -186,8 +193,17 @@ def child(kind: str, data: Path, dates: list[str], result: Path) -> None:
     run = run_ours if kind == "ours" else run_pandas
     frame, seconds = run(data, [pd.Timestamp(d) for d in dates])
     frame.to_parquet(result, index=False)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    print(json.dumps({"seconds": seconds, "peak_bytes": peak, "rows": len(frame)}))
+    print(json.dumps({"seconds": seconds, "peak_bytes": peak_rss(), "rows": len(frame)}))
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: on Linux ru_maxrss survives
+    fork+exec, so a child would report the (larger) parent's peak."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def measure(kind: str, data: Path, dates: list[pd.Timestamp], result: Path) -> dict:

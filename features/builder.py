@@ -154,12 +154,11 @@ def _rollups(con: ibis.BaseBackend, tables: Tables, needed: set[str]) -> dict[st
             out["usage_events"] = daily.mutate(
                 events_sq=daily.events * daily.events,
                 events_x_day=daily.events * daily.day.cast("float64"))
-        if "usage_events:event" in needed:  # read twice (distinct features, catalogue size)
-            out["usage_events:event"] = con.create_table(
-                "usage_event_days", ev.select("account_id", "day", key=ev.event).distinct())
+        if "usage_events:event" in needed:
+            out["usage_events:event"] = ev.select("account_id", "day", key=ev.event)
         if "usage_events:user_id" in needed:
             out["usage_events:user_id"] = (ev.filter(ev.user_id.notnull())
-                                           .select("account_id", "day", key=ev.user_id).distinct())
+                                           .select("account_id", "day", key=ev.user_id))
     if tables.touchpoints is not None:
         tp = con.create_table("touchpoints", tables.touchpoints[
             ["account_id", "timestamp", "channel", "initiated_by", "resolved_at", "escalated"]])
@@ -263,8 +262,38 @@ def _median(rows: ir.Table, snaps: ir.Table, spec: FeatureSpec) -> ir.Table:
     return marked.filter(marked.is_snap).select("account_id", "day", spec.name)
 
 
-def _distinct(pairs: ir.Table, snaps: ir.Table, specs: list[FeatureSpec]) -> ir.Table:
-    """Distinct keys per snapshot: a key counts if its last use before as_of is inside the window."""
+#: Up to this many distinct snapshot dates, distinct counts use one conditional aggregate per date.
+MAX_DATES_FOR_CONDITIONAL = 24
+
+
+def _distinct(rows: ir.Table, snaps: ir.Table, specs: list[FeatureSpec], dates: list[int],
+              con: ibis.BaseBackend) -> ir.Table:
+    """Distinct keys (events, users) per snapshot: a key counts if its last use before as_of is
+    inside the window.
+
+    With few snapshot dates (the usual case: the same dates for every account), one pass over the
+    rows finds each (account, key)'s last use before every date with a conditional ``max`` per
+    date; otherwise a window over the (account, key, day) pairs finds it per snapshot.
+    """
+    if len(dates) > MAX_DATES_FOR_CONDITIONAL:
+        return _distinct_windowed(rows.distinct(), snaps, specs)
+    last = rows.group_by(["account_id", "key"]).agg(
+        **{f"l{i}": rows.day.max(where=rows.day < d) for i, d in enumerate(dates)})
+    last = con.create_table(f"last_use_{specs[0].name}", last)  # read once per date below
+    per_date = []
+    for i, d in enumerate(dates):
+        l_i = last[f"l{i}"]
+        per_date.append(last.group_by("account_id").agg(
+            day=ibis.literal(d, "int64"),
+            **{spec.name: (l_i >= d - spec.compute.days).cast("int64").sum().cast("float64")  # type: ignore[union-attr]
+               for spec in specs}))
+    counted = per_date[0].union(*per_date[1:]) if len(per_date) > 1 else per_date[0]
+    return snaps.select("account_id", "day").left_join(counted, ["account_id", "day"]).select(
+        "account_id", "day", **{s.name: counted[s.name].fill_null(0) for s in specs})
+
+
+def _distinct_windowed(pairs: ir.Table, snaps: ir.Table, specs: list[FeatureSpec]) -> ir.Table:
+    """Distinct keys per snapshot with a window over (account, key, day) pairs (any dates)."""
     keys = pairs.select("account_id", "key").distinct()
     snap_keys = snaps.join(keys, "account_id").select("account_id", "key", "day",
                                                       is_snap=ibis.literal(True))
@@ -402,6 +431,7 @@ def build_features(tables: Tables, observations: pd.DataFrame,
     snap_pd = obs.assign(day=(obs["as_of"] - pd.Timestamp("1970-01-01")).dt.days.astype("int64"),
                          row=range(len(obs)))
     snaps = con.create_table("snapshots", snap_pd)
+    dates = sorted(int(d) for d in snap_pd["day"].unique())
     # Helpers (intermediate columns) only when a requested derived feature needs them.
     wanted = {i for s in specs if isinstance(s.compute, Derived) for i in s.compute.inputs}
     helpers = [h for h in helper_specs(config)
@@ -439,7 +469,8 @@ def build_features(tables: Tables, observations: pd.DataFrame,
         name = f"usage_events:{key}"
         if name in rollups:
             parts.append(_distinct(rollups[name], snaps,
-                                   [s for s in distinct if s.compute.key == key]))  # type: ignore[union-attr]
+                                   [s for s in distinct if s.compute.key == key],  # type: ignore[union-attr]
+                                   dates, con))
     if "usage_events:event" in rollups and "_catalogue_size" in wanted:
         parts.append(snaps.select("account_id", "day").left_join(
             _catalogue_size(rollups["usage_events:event"], snaps), "day").select(
