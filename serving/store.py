@@ -93,8 +93,20 @@ class ScoreStore:
         """Insert ``scores``; rows already stored for (account, as_of, model version) are kept."""
         self.create()
         version = model_version or ""
-        t = self.table
         now = dt.datetime.now(dt.UTC)
+        try:
+            written = self._insert_new(scores, as_of, model_name, version, now, horizon_days)
+        except sa.exc.IntegrityError as exc:
+            raise StoreError(f"Scores for {as_of} and model version {version or '-'} clash with "
+                             "stored rows (another writer at the same time, or an account twice "
+                             "in the batch); nothing was written by this call.") from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"Cannot write to the score store {redact(self.url)}: {exc}") from exc
+        return WriteResult(written=written, kept=len(scores) - written)
+
+    def _insert_new(self, scores: Sequence[AccountScore], as_of: dt.date, model_name: str,
+                    version: str, now: dt.datetime, horizon_days: int | None) -> int:
+        t = self.table
         with self.engine.begin() as conn:
             existing = set(conn.execute(sa.select(t.c.account_id).where(
                 t.c.as_of == as_of, t.c.model_name == model_name,
@@ -111,7 +123,7 @@ class ScoreStore:
             } for s in scores if s.account_id not in existing]
             if rows:
                 conn.execute(sa.insert(t), rows)
-        return WriteResult(written=len(rows), kept=len(scores) - len(rows))
+        return len(rows)
 
     def _rows(self, query: sa.Select) -> list[dict[str, Any]]:
         if not self.exists():

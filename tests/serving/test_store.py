@@ -70,6 +70,15 @@ def test_rows_are_never_overwritten(store):
         assert conn.execute(sa.select(sa.func.count()).select_from(store.table)).scalar() == 5
 
 
+def test_a_clash_writes_nothing(store):
+    from serving.store import StoreError
+
+    with pytest.raises(StoreError, match="clash"):
+        store.write([make_score("A"), make_score("A", 0.9)], as_of=D1, model_name="churn-risk",
+                    model_version="1")
+    assert store.account("A") == []
+
+
 def test_portfolio_and_alarms(store):
     assert store.portfolio() is None
     scores = ([make_score(f"C{i}", 0.6, "Churner", due=True, band="high") for i in range(6)]
