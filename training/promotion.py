@@ -36,6 +36,7 @@ class Decision:
     champion_version: str | None = None
     champion_score: float | None = None
     window: str = ""
+    champion_saw_window: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -47,6 +48,17 @@ def current_champion(client: MlflowClient, model_name: str) -> str | None:
         return str(client.get_model_version_by_alias(model_name, CHAMPION).version)
     except MlflowException:
         return None
+
+
+def champion_saw_window(metadata: dict, window: list[str]) -> list[str]:
+    """The champion's training or validation dates whose label horizon ends after the window
+    starts (its labels then carry outcomes from the window)."""
+    if not window:
+        return []
+    first = pd.Timestamp(min(window))
+    horizon = pd.Timedelta(days=int(metadata.get("horizon_days") or 0))
+    seen = (metadata.get("train_dates") or []) + (metadata.get("validation_dates") or [])
+    return sorted(d for d in seen if pd.Timestamp(d) + horizon > first)
 
 
 def _fmt(value: float | None) -> str:
@@ -63,6 +75,7 @@ def _write_tags(client: MlflowClient, model_name: str, version: str, decision: D
         "promotion.champion_version": decision.champion_version or "",
         "promotion.champion_score": _fmt(decision.champion_score),
         "promotion.window": decision.window,
+        "promotion.champion_saw_window": str(decision.champion_saw_window).lower(),
         "promotion.decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     for key, value in tags.items():
@@ -82,15 +95,21 @@ def gate(client: MlflowClient, model_name: str, version: str, *, X_test: pd.Data
     if champion_version is None or champion_version == str(version):
         decision = Decision(True, "first", "no champion yet", **base)
     else:
-        score, _ = load_scorer(f"models:/{model_name}/{champion_version}")
+        score, meta = load_scorer(f"models:/{model_name}/{champion_version}")
         champion = classification_metrics(y_test, score(X_test))[metric]
         wins = bool(np.isfinite(challenger) and (not np.isfinite(champion)
                                                   or challenger >= champion + settings.margin))
         verdict = "beats" if wins else "does not beat"
         reason = (f"challenger {metric} {challenger:.4f} {verdict} champion v{champion_version} "
                   f"{champion:.4f} + margin {settings.margin:g} on {base['window']}")
+        seen = champion_saw_window(meta, window)
+        if seen:
+            # Then the contest favours the champion: worth knowing, but refusing is the safe side.
+            reason += (f"; note: the champion's training or validation labels reach into this "
+                       f"window ({', '.join(seen)})")
         decision = Decision(wins, "promoted" if wins else "refused", reason,
-                            champion_version=champion_version, champion_score=champion, **base)
+                            champion_version=champion_version, champion_score=champion,
+                            champion_saw_window=bool(seen), **base)
     if decision.promoted:
         client.set_registered_model_alias(model_name, CHAMPION, str(version))
     _write_tags(client, model_name, str(version), decision)

@@ -53,6 +53,7 @@ def test_gate_refuses_a_worse_challenger_and_accepts_a_better_one(medium, tmp_pa
     assert float(tags["promotion.champion_score"]) == pytest.approx(weak.metrics["roc_auc"], abs=1e-6)
     assert float(tags["promotion.challenger_score"]) == pytest.approx(strong.metrics["roc_auc"], abs=1e-6)
     assert tags["promotion.window"] == ",".join(strong.test_dates)
+    assert tags["promotion.champion_saw_window"] == "false"  # same split: a fair contest
 
     worse = run_training(tables, _weak(config), tracking=uri, training_set=ts)
     assert worse.promotion["decision"] == "refused", worse.promotion
@@ -89,3 +90,18 @@ def test_a_margin_no_one_can_clear_keeps_the_champion(medium, tmp_path: Path) ->
     assert second.promotion["champion_score"] == pytest.approx(second.promotion["challenger_score"])
     champion = MlflowClient(uri).get_model_version_by_alias("churn-risk", "champion")
     assert str(champion.version) == first.model_version
+
+
+def test_gate_notes_a_champion_whose_labels_reach_into_the_window(medium, tmp_path: Path) -> None:
+    tables, config, ts = medium
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    one = config.model_copy(update={"split": config.split.model_copy(update={"test_dates": 1})})
+    first = run_training(tables, one, tracking=uri, training_set=ts)
+    second = run_training(tables, config, tracking=uri, training_set=ts)
+    # The champion tested on the last date only; its validation labels (90 days) run into the
+    # challenger's two-date window.
+    assert second.promotion["champion_saw_window"] is True
+    assert "reach into this window" in second.promotion["reason"]
+    tags = MlflowClient(uri).get_model_version("churn-risk", second.model_version).tags
+    assert tags["promotion.champion_saw_window"] == "true"
+    assert first.validation_dates[0] in second.promotion["reason"]
