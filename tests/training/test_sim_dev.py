@@ -1,0 +1,31 @@
+"""Quality floor on the shared sim-dev data (fightchurn ChurnSim), through the features mapping and
+the shipped training config: train on 2020-02..05 dates, test on 2020-06-01 (docs/benchmarks.md
+records the measured figures; this asserts floors, not them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from features.mapping import load_mapped
+from training.config import TrainConfig
+from training.pipeline import run_training
+
+REPO = Path(__file__).resolve().parents[2]
+SIM_DEV = REPO.parent / "shared" / "data" / "sim-dev"
+
+
+def test_sim_dev_beats_its_baselines(tmp_path: Path) -> None:
+    if not SIM_DEV.is_dir():
+        pytest.skip(f"shared data set not found at {SIM_DEV}")
+    tables = load_mapped(REPO / "features" / "mappings" / "sim-dev.yaml", SIM_DEV)
+    config = TrainConfig.from_yaml(REPO / "training" / "configs" / "sim-dev.yaml")
+    result = run_training(tables, config, tracking=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert result.test_dates == ["2020-06-01"] and result.validation_dates == ["2020-05-01"]
+    assert result.metrics["rows"] > 5000
+    # Measured 0.763 (0.763-0.765 over seeds); the floor is the logistic regression the data's
+    # README reports (0.75), which the issue asks us to beat.
+    assert result.metrics["roc_auc"] > 0.75, result.metrics
+    assert result.metrics["roc_auc"] > result.health_baseline_metrics["roc_auc"] + 0.1
+    assert result.metrics["top_decile_lift"] > 2.5
