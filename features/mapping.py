@@ -396,6 +396,15 @@ def load_mapped(mapping: str | Path | Mapping, data: str | Path | None = None) -
         config = mapping.features.config()
     except (ValueError, TypeError) as exc:
         raise DataContractError(mapping.name, f"invalid features section: {exc}") from exc
+    usage = frames.get("usage_events")
+    if config.key_events:
+        seen = set(usage["event"].dropna().unique()) if usage is not None else set()
+        unknown = [e for e in config.key_events if e not in seen]
+        if unknown:
+            shown = ", ".join(sorted(map(str, seen))[:20]) or "none"
+            raise DataContractError(files.get("usage_events", mapping.name),
+                                    f"key event(s) {', '.join(unknown)} never occur (events seen: "
+                                    f"{shown})", "event")
     observed = pd.Timestamp(churn.observed_until) if churn.observed_until else None
     tables = Tables(**frames, source=str(redact(str(data))), files=files, feature_config=config,
                     churn=ChurnSettings(observed, churn.grace_days, churn.horizon_days,

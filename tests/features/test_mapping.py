@@ -176,3 +176,18 @@ def test_mixed_date_formats_without_a_mapping_are_rejected(tmp_path: Path) -> No
     with pytest.raises(DataContractError, match=r"accounts.csv, column 'signup_date': unparseable "
                        r"date '16/10/2024'.*\(rows 3\)"):
         load_tables(tmp_path)
+
+
+def test_a_key_event_missing_from_the_data_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "acc.csv").write_text("id\nx\n")
+    (tmp_path / "subs.csv").write_text("id,start\nx,2024-02-01\n")
+    (tmp_path / "ev.csv").write_text("id,day,what\nx,2024-02-02,login\n")
+    (tmp_path / "m.yaml").write_text(
+        "tables:\n"
+        "  accounts: {from: acc, columns: {account_id: id}}\n"
+        "  subscriptions: {from: subs, columns: {account_id: id, start_date: start}}\n"
+        "  usage_events: {from: ev, columns: {account_id: id, timestamp: day, event: what}}\n"
+        "features: {key_events: [login, lgoin]}\n")
+    with pytest.raises(DataContractError, match=r"ev.csv, column 'event': key event\(s\) lgoin never "
+                       r"occur \(events seen: login\)"):
+        load_mapped(tmp_path / "m.yaml", tmp_path)
