@@ -440,11 +440,9 @@ def build_features(tables: Tables, observations: pd.DataFrame,
                          row=range(len(obs)), acc=pd.factorize(obs["account_id"])[0])
     snaps = con.create_table("snapshots", snap_pd)
     dates = sorted(int(d) for d in snap_pd["day"].unique())
-    # Helpers (intermediate columns) only when a requested derived feature needs them.
-    wanted = {i for s in specs if isinstance(s.compute, Derived) for i in s.compute.inputs}
-    helpers = [h for h in helper_specs(config)
-               if h.name in wanted or (h.name.startswith("_key_") and "_key_*_30d" in wanted)]
-    everything = {s.name: s for s in (*specs, *helpers)}
+    everything = {s.name: s for s in _with_inputs(specs, config)}
+    wanted = {i for s in everything.values() if isinstance(s.compute, Derived)
+              for i in s.compute.inputs}
     # The roll-ups the requested features read (each is only computed when needed).
     needed: set[str] = set()
     for spec in everything.values():
@@ -457,11 +455,10 @@ def build_features(tables: Tables, observations: pd.DataFrame,
             needed.add(f"{c.source}:{c.value}")
     if "_catalogue_size" in wanted:
         needed.add("usage_events:event")
-    nps = bool(wanted & {"last_nps", "_previous_nps"}) or any(
-        s.name == "last_nps" for s in specs)
+    nps = bool(wanted & {"last_nps", "_previous_nps"}) or "last_nps" in everything
     rollups = _rollups(con, tables, needed)
     parts: list[ir.Table] = [_account_attributes(con, tables, snaps)]
-    extras = _extra_attributes(con, tables, snaps, specs)
+    extras = _extra_attributes(con, tables, snaps, list(everything.values()))
     if extras is not None:
         parts.append(extras)
 
@@ -472,7 +469,7 @@ def build_features(tables: Tables, observations: pd.DataFrame,
     for source, group in by_source.items():
         if source in rollups:
             parts.append(_windowed(rollups[source], snaps, group))
-    distinct = [s for s in specs if isinstance(s.compute, Distinct)]
+    distinct = [s for s in everything.values() if isinstance(s.compute, Distinct)]
     for key in sorted({s.compute.key for s in distinct}):  # type: ignore[union-attr]
         name = f"usage_events:{key}"
         if name in rollups:
@@ -485,7 +482,7 @@ def build_features(tables: Tables, observations: pd.DataFrame,
             "account_id", "day", "_catalogue_size"))
     if "surveys" in rollups and nps:
         parts.append(_last_nps(rollups["surveys"], snaps))
-    for spec in specs:
+    for spec in everything.values():
         if isinstance(spec.compute, Median):
             name = f"{spec.compute.source}:{spec.compute.value}"
             if name in rollups:
@@ -499,7 +496,7 @@ def build_features(tables: Tables, observations: pd.DataFrame,
     derived: dict[str, ir.Value] = {}
     key_helpers = [f"_key_{i}_30d" for i in range(len(config.key_events))]
     usage = tables.usage_events is not None
-    for spec in specs:
+    for spec in everything.values():  # inputs come before the features that use them
         if isinstance(spec.compute, Derived):
             if spec.compute.formula == "count_positive":
                 # How many key features were used: null without key features or usage data.
@@ -534,6 +531,27 @@ def _unavailable(tables: Tables, specs: list[FeatureSpec]) -> set[str]:
             if frame is None or column not in frame or column in tables.absent_columns.get(table, ()):
                 out.add(spec.name)
     return out
+
+
+def _with_inputs(specs: list[FeatureSpec], config: FeatureConfig) -> list[FeatureSpec]:
+    """The requested features plus every feature and helper their formulas read (transitively),
+    in catalogue order, so that a formula's inputs are computed before it."""
+    known = {s.name: s for s in (*catalogue(config), *helper_specs(config))}
+    known.update({s.name: s for s in specs})
+    names = {s.name for s in specs}
+    todo = list(names)
+    while todo:
+        spec = known.get(todo.pop())
+        if spec is None or not isinstance(spec.compute, Derived):
+            continue
+        inputs = list(spec.compute.inputs)
+        if "_key_*_30d" in inputs:
+            inputs += [h.name for h in helper_specs(config) if h.name.startswith("_key_")]
+        for name in inputs:
+            if name in known and name not in names:
+                names.add(name)
+                todo.append(name)
+    return [s for s in known.values() if s.name in names]
 
 
 def family_availability(tables: Tables) -> dict[str, bool]:

@@ -223,3 +223,15 @@ def test_many_snapshot_dates_take_the_windowed_path_with_the_same_values(monkeyp
     # 03-30: the window [02-29, 03-30) still holds export (03-05) and report (03-01 .. 03-10)
     assert row(many, "a", "2024-03-30").distinct_events_30d == 2
     assert row(many, "b", "2024-03-30").active_users_30d == 0  # b's event has no user
+
+
+def test_a_feature_built_alone_equals_the_same_feature_in_the_full_catalogue(built) -> None:
+    from features.definitions import catalogue_by_name
+
+    specs = catalogue_by_name()
+    pairs = built[["account_id", "as_of"]]
+    for name in ("csat_nps_quadrant", "check_in_gap_days", "events_slope_90d", "nps_change",
+                 "key_feature_adoption_30d", "catalogue_share_30d"):
+        alone = build_features(hand_tables(), pairs, specs=[specs[name]])
+        assert list(alone.columns) == ["account_id", "as_of", name]
+        pd.testing.assert_series_equal(alone[name], built[name], check_names=False)
