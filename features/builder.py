@@ -14,6 +14,9 @@ pandas, and avoids ASOF joins, which Ibis cannot compile to Spark.
 
 from __future__ import annotations
 
+import os
+import re
+import tempfile
 from collections.abc import Callable, Iterable
 
 import ibis
@@ -41,6 +44,15 @@ from features.definitions import (
 )
 
 KEYS = ["account_id", "as_of"]
+#: DuckDB's working-memory limit while building features (see build_features).
+DEFAULT_MEMORY_LIMIT = "1GB"
+
+
+def _memory_limit() -> str:
+    value = os.environ.get("CHURN_FEATURES_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT).strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", value, flags=re.IGNORECASE):
+        raise ValueError(f"CHURN_FEATURES_MEMORY_LIMIT must look like 1GB or 512MB, not {value!r}")
+    return value
 SECONDS_PER_DAY = 86_400
 
 
@@ -436,6 +448,10 @@ def build_features(tables: Tables, observations: pd.DataFrame,
     # Every result is ordered explicitly (by day within windows, by the observation row at the
     # end), so DuckDB may reorder rows in between: faster and less memory.
     con.raw_sql("SET preserve_insertion_order = false")
+    # Bounded working memory: DuckDB spills big sorts and aggregations to disk beyond it (the
+    # input frames are not counted). CHURN_FEATURES_MEMORY_LIMIT overrides it ("4GB" ...).
+    con.raw_sql(f"SET memory_limit = '{_memory_limit()}'")
+    con.raw_sql(f"SET temp_directory = '{tempfile.gettempdir()}/churn-features-spill'")
     snap_pd = obs.assign(day=(obs["as_of"] - pd.Timestamp("1970-01-01")).dt.days.astype("int64"),
                          row=range(len(obs)), acc=pd.factorize(obs["account_id"])[0])
     snaps = con.create_table("snapshots", snap_pd)

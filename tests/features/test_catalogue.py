@@ -235,3 +235,11 @@ def test_a_feature_built_alone_equals_the_same_feature_in_the_full_catalogue(bui
         alone = build_features(hand_tables(), pairs, specs=[specs[name]])
         assert list(alone.columns) == ["account_id", "as_of", name]
         pd.testing.assert_series_equal(alone[name], built[name], check_names=False)
+
+
+def test_memory_limit_setting_is_checked(monkeypatch) -> None:
+    monkeypatch.setenv("CHURN_FEATURES_MEMORY_LIMIT", "lots")
+    with pytest.raises(ValueError, match="CHURN_FEATURES_MEMORY_LIMIT must look like 1GB"):
+        build_features(hand_tables(), obs(("a", "2024-03-10")))
+    monkeypatch.setenv("CHURN_FEATURES_MEMORY_LIMIT", "256MB")
+    assert build_features(hand_tables(), obs(("a", "2024-03-10"))).iloc[0].events_30d == 4
