@@ -41,6 +41,10 @@ Python: `features.builder.build_features(tables, observations)` returns a pandas
 (`account_id`, `as_of`) with one column per feature of `catalogue(tables.feature_config)`.
 Command line: `churn features --data DIR|MAPPING.yaml --out FILE.parquet [--as-of D1,D2 | --every month]`.
 
+DuckDB's working memory while building is bounded (1 GB by default; set
+`CHURN_FEATURES_MEMORY_LIMIT`, e.g. `4GB`); beyond it, big sorts spill to the temp directory.
+Speed and memory against pandas: [benchmarks](benchmarks.md).
+
 Fat-tailed counts (marked *log* below) are log-scaled (`log1p`) where they feed the health
 components and the logistic baseline.
 """
