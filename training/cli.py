@@ -96,7 +96,9 @@ def features(
     except ValueError as exc:
         _fail(str(exc))
     write_parquet(frame, out)
-    err.print(f"wrote {len(frame):,} rows x {frame.shape[1] - 2} features to {out}",
+    n_features = frame.shape[1] - 2 - ("churned" in frame.columns)
+    label = ", labelled" if "churned" in frame.columns else ""
+    err.print(f"wrote {len(frame):,} rows x {n_features} features{label} to {out}",
               highlight=False)
 
 
