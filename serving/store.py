@@ -6,8 +6,9 @@ scoring the same accounts again for the same date with the same model version le
 rows as they were (and says how many were kept), so the history is an audit trail of what the
 service said. A new model version or a new date adds rows.
 
-SQLite (``sqlite:///churn-scores.db``, the default) and PostgreSQL
-(``postgresql://user@host/db``, with ``psycopg2``) are tested; any SQLAlchemy 2 dialect should do.
+SQLite (``sqlite:///churn-scores.db``, the default) and PostgreSQL (``postgresql://user@host/db``)
+are tested; any SQLAlchemy 2 dialect should do. A bare ``postgresql://`` URL uses psycopg 3, the
+driver this package installs (SQLAlchemy's own default, psycopg2, is only a dev dependency).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class ScoreStore:
 
     def __init__(self, url: str, table: str = DEFAULT_TABLE) -> None:
         self.url = url
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
         try:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
         except Exception as exc:  # noqa: BLE001 -- bad URL, missing driver
