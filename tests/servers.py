@@ -19,13 +19,13 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _clean_env(overrides: Mapping[str, str]) -> dict[str, str]:
+def clean_env(overrides: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("CHURN_") and k != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = str(REPO)
@@ -43,7 +43,7 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
     try:
@@ -62,10 +62,10 @@ def start_server(argv: Callable[[int], list[str]], env: Mapping[str, str], workd
                  *, ready: bool = False, timeout: float = 90.0) -> Iterator[Server]:
     """Run ``argv(port)`` in its own process group; wait for /healthz (and /readyz if ``ready``)."""
     for _attempt in range(3):
-        port = _free_port()
+        port = free_port()
         log = workdir / f"server-{port}.log"
         with log.open("wb") as fh:
-            proc = subprocess.Popen(argv(port), env=_clean_env(env), cwd=workdir, stdout=fh,
+            proc = subprocess.Popen(argv(port), env=clean_env(env), cwd=workdir, stdout=fh,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         server = Server(f"http://127.0.0.1:{port}", proc, log)
         deadline = time.monotonic() + timeout
@@ -83,9 +83,9 @@ def start_server(argv: Callable[[int], list[str]], env: Mapping[str, str], workd
             try:
                 yield server
             finally:
-                _stop(proc)
+                stop(proc)
             return
-        _stop(proc)
+        stop(proc)
         if "address already in use" not in server.output().lower():
             raise AssertionError(f"server did not come up on {server.url}:\n{server.output()}")
     raise AssertionError("no free port after 3 attempts")

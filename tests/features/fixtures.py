@@ -40,3 +40,10 @@ def hand_tables(**overrides: pd.DataFrame | None) -> Tables:
 
 def obs(*pairs: tuple[str, str]) -> pd.DataFrame:
     return pd.DataFrame(pairs, columns=["account_id", "as_of"])
+
+
+def row(frame: pd.DataFrame, account: str, as_of: str) -> pd.Series:
+    """The one feature row of ``account`` at ``as_of``."""
+    hit = frame[(frame.account_id == account) & (frame.as_of == pd.Timestamp(as_of))]
+    assert len(hit) == 1
+    return hit.iloc[0]

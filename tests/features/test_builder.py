@@ -10,13 +10,7 @@ import pytest
 from features.builder import build_features
 from features.definitions import CATALOGUE, feature_names
 
-from .fixtures import hand_tables, obs
-
-
-def row(frame: pd.DataFrame, account: str, as_of: str) -> pd.Series:
-    hit = frame[(frame.account_id == account) & (frame.as_of == pd.Timestamp(as_of))]
-    assert len(hit) == 1
-    return hit.iloc[0]
+from .fixtures import hand_tables, obs, row
 
 
 @pytest.fixture(scope="module")

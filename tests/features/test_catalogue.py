@@ -19,13 +19,7 @@ from features.definitions import (
 )
 from features.health import log_scaled
 
-from .fixtures import hand_tables, obs
-
-
-def row(frame: pd.DataFrame, account: str, as_of: str) -> pd.Series:
-    hit = frame[(frame.account_id == account) & (frame.as_of == pd.Timestamp(as_of))]
-    assert len(hit) == 1
-    return hit.iloc[0]
+from .fixtures import hand_tables, obs, row
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ broken one, stop the registry -- the API keeps answering throughout."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -14,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import _clean_env, _free_port
+from tests.servers import clean_env, free_port, stop
 from tests.serving.conftest import (
     PYFUNC_CODE,
     _tracking,
@@ -30,13 +28,13 @@ ONE = {"accounts": [{"account_id": "A1", "features": {"active_days_30d": 3, "pla
 
 
 def _start_mlflow(root: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     log = (root / "mlflow-server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'registry.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        env=_clean_env({}), cwd=root, stdout=log, stderr=subprocess.STDOUT,
+        env=clean_env({}), cwd=root, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -49,18 +47,8 @@ def _start_mlflow(root: Path) -> tuple[subprocess.Popen, str]:
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    _stop(proc)
+    stop(proc)
     raise AssertionError("mlflow server did not start:\n" + (root / "mlflow-server.log").read_text())
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
 
 
 def _register(model_dir: Path, uri: str) -> str:
@@ -104,11 +92,11 @@ def test_hot_reload_bad_version_and_registry_outage(tmp_path, server_workdir):
                 httpx.Client(base_url=server.url, timeout=30) as client:
             assert client.get("/v1/model").json()["version"] == v1
             results: list[tuple[int, str | None]] = []
-            stop = threading.Event()
+            halt = threading.Event()
 
             def load() -> None:
                 with httpx.Client(base_url=server.url, timeout=30) as c:
-                    while not stop.is_set():
+                    while not halt.is_set():
                         r = c.post("/v1/scores", json=ONE)
                         results.append((r.status_code, r.json().get("model_version")))
                         time.sleep(0.01)
@@ -133,14 +121,14 @@ def test_hot_reload_bad_version_and_registry_outage(tmp_path, server_workdir):
                 assert ready.status_code == 200 and f"version {v3}" in ready.json()["reason"]
                 assert client.get("/v1/model").json()["version"] == v2
                 # 3. stop the registry: still serving v2, /readyz says the registry is down
-                _stop(registry)
+                stop(registry)
                 _wait(lambda: "unreachable" in client.get("/readyz").json().get("reason", "")
                       or "Could not resolve" in client.get("/readyz").json().get("reason", ""),
                       what="registry outage in /readyz")
                 time.sleep(1.0)
                 assert client.post("/v1/scores", json=ONE).json()["model_version"] == v2
             finally:
-                stop.set()
+                halt.set()
                 worker.join(timeout=30)
             log = server.output()
         assert results and all(status == 200 for status, _ in results), set(results)
@@ -151,4 +139,4 @@ def test_hot_reload_bad_version_and_registry_outage(tmp_path, server_workdir):
         assert '"event": "model_swapped"' in log and '"event": "model_reload_failed"' in log
         assert '"event": "model_check_failed"' in log
     finally:
-        _stop(registry)
+        stop(registry)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from tests.servers import _clean_env, _free_port, _stop
+from tests.servers import clean_env, free_port, stop
 from training.config import TrainConfig
 from training.pipeline import run_training, scoring_frame
 
@@ -53,14 +53,14 @@ def mlflow_server(pg_schema: str, tmp_path: Path):
     sep = "&" if "?" in PG_URL else "?"
     backend = f"{PG_URL}{sep}options=-csearch_path%3D{pg_schema}"
     artifacts = tmp_path / "artifacts"
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
             "--artifacts-destination", artifacts.as_uri(), "--serve-artifacts",
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     log = tmp_path / "mlflow-server.log"
     with log.open("wb") as fh:
-        proc = subprocess.Popen(argv, env=_clean_env({"PATH": path}), cwd=tmp_path, stdout=fh,
+        proc = subprocess.Popen(argv, env=clean_env({"PATH": path}), cwd=tmp_path, stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -76,7 +76,7 @@ def mlflow_server(pg_schema: str, tmp_path: Path):
             time.sleep(0.3)
         yield url, artifacts, pg_schema
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def test_train_against_a_remote_server_and_load_the_champion(mlflow_server, small_tables,

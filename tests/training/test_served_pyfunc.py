@@ -14,21 +14,21 @@ import mlflow
 import numpy as np
 import pytest
 
-from tests.servers import _clean_env, _free_port, _stop, start_server
+from tests.servers import clean_env, free_port, start_server, stop
 from training.pipeline import scoring_frame
 
 pytestmark = pytest.mark.e2e
 
 
 def _mlflow_models_serve(model_uri: str, tracking_uri: str, workdir: Path):
-    port = _free_port()
+    port = free_port()
     log = workdir / "mlflow-models-serve.log"
     argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
             "local", "--host", "127.0.0.1", "--port", str(port)]
     # MLflow execs `uvicorn` by name: the environment's bin directory must be on PATH.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     with log.open("wb") as fh:
-        proc = subprocess.Popen(argv, env=_clean_env({"MLFLOW_TRACKING_URI": tracking_uri,
+        proc = subprocess.Popen(argv, env=clean_env({"MLFLOW_TRACKING_URI": tracking_uri,
                                                       "PATH": path}),
                                 cwd=workdir, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -41,7 +41,7 @@ def _mlflow_models_serve(model_uri: str, tracking_uri: str, workdir: Path):
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    _stop(proc)
+    stop(proc)
     raise AssertionError(f"mlflow models serve did not come up:\n{log.read_text(errors='replace')}")
 
 
@@ -73,7 +73,7 @@ def test_mlflow_models_serve_and_our_api_return_the_same_probabilities(
             assert answer.status_code == 200, answer.text
             served[name] = np.asarray(answer.json()["predictions"], dtype=float)
     finally:
-        _stop(proc)
+        stop(proc)
     np.testing.assert_allclose(served["full"], in_process, rtol=0, atol=1e-9)
     np.testing.assert_allclose(served["partial"], partial_in_process, rtol=0, atol=1e-9)
     assert not np.allclose(partial_in_process, in_process)  # mrr mattered: it really was missing
