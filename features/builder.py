@@ -5,11 +5,12 @@ dated strictly before ``as_of``. The same function builds training rows (past da
 rows (today).
 
 How windows are computed (and why): every source table is rolled up to one row per account and
-day; one zero-valued row per (account, as_of) is added; each window is then a range-framed window
-function over the day number, ``RANGE BETWEEN N PRECEDING AND 1 PRECEDING``. A day-level frame
-that stops one day before the snapshot day is exactly "rows before as_of" when as_of is a date
-(midnight). This avoids a range join of every event with every snapshot, which is slower than
-pandas, and avoids ASOF joins, which Ibis cannot compile to Spark.
+day; one zero-valued "probe" row per (account, window edge) is added, sorted before the real rows
+of its day; a running (cumulative) sum per measure is read at the probes, and a window total is
+the difference of two running sums (see ``_windowed``). Because as_of is a date (midnight), "days
+before the probe's day" is exactly "rows before as_of". This avoids a range join of every event
+with every snapshot (slower than pandas), one range-framed window per feature (one sort each), and
+ASOF joins (which Ibis cannot compile to Spark): only plain window functions, group-bys and joins.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def _memory_limit() -> str:
     if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", value, flags=re.IGNORECASE):
         raise ValueError(f"CHURN_FEATURES_MEMORY_LIMIT must look like 1GB or 512MB, not {value!r}")
     return value
+
+
 SECONDS_PER_DAY = 86_400
 
 
