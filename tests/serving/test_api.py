@@ -239,9 +239,7 @@ def test_openapi_documents_the_features(api):
 
 def test_parity_with_the_logged_pyfunc(api, served_registry):
     """Features built from real data score the same through the API as through the pyfunc."""
-    data_dir = getattr(served_registry, "data_dir", None)
-    if data_dir is None:
-        pytest.skip("needs the shared registered_model fixture (real training data)")
+    data_dir = served_registry.data_dir
     import mlflow.pyfunc
     import pandas as pd
 
