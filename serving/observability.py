@@ -90,6 +90,10 @@ class Metrics:
             "churn_score_health_score", "Health scores served (0-100)", registry=r,
             buckets=tuple(range(10, 101, 10)))
         self.accounts = Counter("churn_scored_accounts", "Accounts scored", registry=r)
+        self.batch_requests = Histogram(
+            "churn_scoring_batch_requests",
+            "Requests scored together in one model call (micro-batching)", registry=r,
+            buckets=(1, 2, 4, 8, 16, 32, 64))
         self.model = Gauge("churn_model_info", "The served model (value 1)",
                            ["name", "version", "alias"], registry=r)
         self.reloads = Counter("churn_model_reloads", "Model reload attempts by outcome",

@@ -20,6 +20,7 @@ from pydantic_core import to_json
 from features.definitions import catalogue_by_name
 from serving.auth import require_api_key
 from serving.loader import LoadedModel
+from serving.microbatch import MicroBatcher
 from serving.observability import Metrics
 from serving.schemas import (
     FeatureInfo,
@@ -119,8 +120,10 @@ def _store_call(fn, *args):
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc
 
 
-def build_router(settings: ServingSettings) -> APIRouter:
-    """The API routes, with ``settings.max_batch_size`` built into the request model."""
+def build_router(settings: ServingSettings, metrics: Metrics | None = None) -> APIRouter:
+    """The API routes, with ``settings.max_batch_size`` built into the request model;
+    ``metrics`` counts the requests of each micro-batch."""
+    batch_sizes = None if metrics is None else metrics.batch_requests
     router = APIRouter()
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)],
                    responses={401: {"model": Problem, "description": "No valid API key"}})
@@ -156,6 +159,13 @@ def build_router(settings: ServingSettings) -> APIRouter:
                           due_days=settings.survey_due_days,
                           onboarding_days=settings.onboarding_survey_days)
 
+    def score(model: LoadedModel, accounts: Any, top: int) -> list[Any]:
+        return score_accounts(model, accounts, settings.health_weights, bands, reasons=top,
+                              policy=policy)
+
+    batcher = MicroBatcher(score, max_rows=settings.micro_batch_rows, on_batch=(
+        None if batch_sizes is None else lambda requests, _: batch_sizes.observe(requests)))
+
     @v1.post(
         "/scores", response_model=ScoreResponse, tags=["scores"],
         summary="Churn probability, reasons and health score of up to max_batch_size accounts",
@@ -183,8 +193,7 @@ def build_router(settings: ServingSettings) -> APIRouter:
             ) from None
         accounts = [(a.account_id, a.features.__dict__) for a in body.accounts]
         top = (reasons or config.reasons_top) if explain else 0
-        results = score_accounts(model, accounts, config.health_weights, bands, reasons=top,
-                                 policy=policy)
+        results = await batcher.score(model, accounts, top)
         metrics.observe_scores([r.churn_probability for r in results],
                                [r.health_score for r in results])
         payload = {"model_name": model.name, "model_version": model.version,

@@ -98,7 +98,8 @@ class ServingSettings(BaseSettings):
                     "runs:/<run_id>/<path> or a local model directory.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    workers: int = Field(1, ge=1, description="Worker processes, each with its own "
+                         "SO_REUSEPORT socket on the port (see serving.workers)")
     log_level: str = "info"
     health_weights: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_WEIGHTS),
@@ -110,6 +111,9 @@ class ServingSettings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_RISK_BANDS),
         description="Lower bounds (0-1) of the churn-risk bands on the churn probability.")
     max_batch_size: int = Field(1000, ge=1, description="Most accounts in one POST /v1/scores")
+    micro_batch_rows: int = Field(
+        64, ge=1, description="Concurrent requests of fewer accounts than this are scored "
+        "together, up to this many accounts per model call (1 = no micro-batching)")
     max_body_bytes: int = Field(
         4_000_000, ge=1024, description="Largest request body accepted (413 above it)")
     config_file: Path | None = Field(

@@ -1,0 +1,116 @@
+"""Micro-batching: concurrent small requests are scored in one model call and split back."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from serving.microbatch import MicroBatcher
+from serving.scoring import score_accounts
+from tests.serving.test_scoring import _records
+
+
+class Recorder:
+    """The real scoring function, recording the size of every call."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[int, int]] = []  # (accounts, reasons)
+        self.fail = fail
+
+    def __call__(self, model, accounts, reasons):
+        self.calls.append((len(accounts), reasons))
+        if self.fail:
+            raise RuntimeError("scoring failed")
+        return score_accounts(model, accounts, reasons=reasons)
+
+
+def _run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_concurrent_requests_share_one_call_and_get_their_own_scores(tiny_model):
+    accounts = _records(12, seed=3)
+    requests = [accounts[0:1], accounts[1:4], accounts[4:5], accounts[5:12]]
+    score = Recorder()
+    sizes = []
+    batcher = MicroBatcher(score, max_rows=64, on_batch=lambda n, rows: sizes.append((n, rows)))
+
+    async def main():
+        return await asyncio.gather(*(batcher.score(tiny_model, r, 2) for r in requests))
+
+    answers = _run(main())
+    assert score.calls == [(12, 2)]
+    assert sizes == [(4, 12)]
+    for request, answer in zip(requests, answers, strict=True):
+        alone = score_accounts(tiny_model, request, reasons=2)
+        assert [a.account_id for a in answer] == [a for a, _ in request]
+        # identical to scoring the request on its own: probabilities, reasons, health
+        assert [dataclasses.asdict(a) for a in answer] == [dataclasses.asdict(a) for a in alone]
+
+
+def test_requests_with_different_reasons_or_models_are_not_mixed(tiny_model):
+    accounts = _records(4, seed=4)
+    other = dataclasses.replace(tiny_model, version="2")
+    score = Recorder()
+    batcher = MicroBatcher(score)
+
+    async def main():
+        return await asyncio.gather(
+            batcher.score(tiny_model, accounts[:1], 3), batcher.score(tiny_model, accounts[1:2], 0),
+            batcher.score(other, accounts[2:3], 3), batcher.score(tiny_model, accounts[3:], 3))
+
+    answers = _run(main())
+    assert sorted(score.calls) == [(1, 0), (1, 3), (2, 3)]
+    assert answers[1][0].reasons is None and answers[0][0].reasons
+    assert [a[0].account_id for a in answers] == [a for a, _ in accounts]
+
+
+def test_large_requests_and_full_batches_are_scored_at_once(tiny_model):
+    accounts = _records(10, seed=5)
+    score = Recorder()
+    batcher = MicroBatcher(score, max_rows=4)
+
+    async def main():
+        return await asyncio.gather(
+            batcher.score(tiny_model, accounts[:5], 0),   # >= max_rows: on its own
+            batcher.score(tiny_model, accounts[5:7], 0),
+            batcher.score(tiny_model, accounts[7:9], 0),  # fills the batch to 4: flushed now
+            batcher.score(tiny_model, accounts[9:], 0))   # next batch
+
+    answers = _run(main())
+    assert score.calls == [(5, 0), (4, 0), (1, 0)]
+    assert [s.account_id for a in answers for s in a] == [a for a, _ in accounts]
+
+
+def test_a_failed_batch_fails_every_request_in_it(tiny_model):
+    accounts = _records(3, seed=6)
+    batcher = MicroBatcher(Recorder(fail=True))
+
+    async def main():
+        return await asyncio.gather(*(batcher.score(tiny_model, [a], 1) for a in accounts),
+                                    return_exceptions=True)
+
+    answers = _run(main())
+    assert all(isinstance(a, RuntimeError) for a in answers)
+
+
+def test_one_request_alone_is_answered_without_waiting_for_company(tiny_model):
+    score = Recorder()
+    batcher = MicroBatcher(score)
+
+    async def main():
+        return await asyncio.wait_for(batcher.score(tiny_model, _records(1), 1), timeout=5)
+
+    assert len(_run(main())) == 1
+    assert score.calls == [(1, 1)]
+
+
+def test_max_rows_1_turns_batching_off(tiny_model):
+    score = Recorder()
+    batcher = MicroBatcher(score, max_rows=1)
+
+    async def main():
+        return await asyncio.gather(*(batcher.score(tiny_model, [a], 0) for a in _records(3)))
+
+    _run(main())
+    assert score.calls == [(1, 0)] * 3
