@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 from collections.abc import AsyncIterator
@@ -220,6 +221,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(_load, app, settings)
+        # What is loaded by now (modules, the model, MLflow's objects) lives as long as the
+        # process: freezing it keeps the cyclic GC's full collections, which the many small
+        # objects of big batches trigger, from rescanning it on every request.
+        gc.freeze()
         poller = None
         if settings.poll_seconds > 0 and alias_target(settings.model_uri) is not None:
             poller = asyncio.create_task(_poll(app, settings))
@@ -246,7 +251,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.store = ScoreStore(settings.score_store_url)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal_error)
-    app.include_router(build_router(settings))
+    app.include_router(build_router(settings, app.state.metrics))
     _document_request_body(app, score_request_model(settings.max_batch_size))
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -279,11 +284,12 @@ def serve(settings: ServingSettings | None = None) -> None:
 
     settings = settings or get_settings()
     if settings.workers > 1:
-        # Several workers need an import string; each worker rebuilds the settings from the env.
+        # Each worker rebuilds the settings from the env and listens on its own SO_REUSEPORT
+        # socket, so that connections are spread over the workers (see serving.workers).
+        from serving.workers import run_workers
+
         _export_env(settings)
-        uvicorn.run("serving.app:create_app", factory=True, host=settings.host,
-                    port=settings.port, workers=settings.workers,
-                    log_level=settings.log_level.lower())
+        run_workers(settings.host, settings.port, settings.workers, settings.log_level.lower())
     else:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                     log_level=settings.log_level.lower())

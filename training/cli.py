@@ -258,7 +258,8 @@ def serve(
     model_uri: Annotated[str | None, typer.Option(
         help="Model to serve [default: models:/churn-risk@champion]")] = None,
     tracking_uri: TrackingOpt = None,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    workers: Annotated[int, typer.Option(
+        help="Worker processes (each its own SO_REUSEPORT socket on the port)")] = 1,
 ) -> None:
     """Serve churn scores over HTTP (FastAPI + uvicorn)."""
     from serving.app import serve as run_server
@@ -269,7 +270,10 @@ def serve(
         overrides["model_uri"] = model_uri
     if tracking_uri:
         overrides["tracking_uri"] = tracking_uri
-    run_server(ServingSettings(**overrides))
+    try:
+        run_server(ServingSettings(**overrides))
+    except (OSError, RuntimeError) as exc:  # port taken, a worker failed to start
+        _fail(f"churn serve: {exc}", 1)
 
 
 @app.command()

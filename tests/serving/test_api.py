@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -12,6 +17,7 @@ import pytest
 
 from serving.loader import load_model
 from serving.scoring import score_accounts
+from tests.servers import clean_env
 from tests.serving.conftest import MAX_BATCH, start_server
 
 pytestmark = pytest.mark.e2e
@@ -274,8 +280,32 @@ def test_parity_with_the_logged_pyfunc(api, served_registry):
 
 # --- serve() ---------------------------------------------------------------------------------
 
+def _sockets(port: int, state: str) -> dict[int, set[str]]:
+    """``{pid: socket inodes}`` of the server-side TCP sockets on ``port`` in ``state`` ("01"
+    established, "0A" listening) per process holding one (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+                inodes.add(f"socket:[{fields[9]}]")
+    out: dict[int, set[str]] = {}
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            held = {os.readlink(fd) for fd in fd_dir.iterdir()} & inodes
+        except OSError:  # process gone or not ours
+            continue
+        if held:
+            out[int(fd_dir.parent.name)] = held
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads connections from Linux /proc")
 def test_serve_with_two_workers(local_registry, server_workdir):
-    """`serve(settings)` (what `churn serve` calls) with 2 workers: settings reach the workers."""
+    """`serve(settings)` (what `churn serve` calls) with 2 workers: settings reach the workers,
+    and a burst of keep-alive connections is spread over both (one socket per worker)."""
 
     def argv(port: int) -> list[str]:
         code = ("from serving.app import serve; from serving.settings import ServingSettings; "
@@ -284,13 +314,53 @@ def test_serve_with_two_workers(local_registry, server_workdir):
                 "log_level='warning', risk_bands={'low': 0.0, 'high': 0.5}))")
         return [sys.executable, "-c", code]
 
-    with start_server(argv, {}, server_workdir, ready=True) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as client:
-        for _ in range(4):  # requests spread over both workers
-            r = client.post("/v1/scores", json={"accounts": [ACCOUNT]})
-            assert r.status_code == 200, r.text
-            assert r.json()["scores"][0]["risk_band"] in {"low", "high"}
-        assert client.post("/v1/scores", json={"accounts": [ACCOUNT] * 3}).status_code == 413
+    with start_server(argv, {}, server_workdir, ready=True) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        # Both workers load the model before they listen; wait until both answer.
+        deadline = time.monotonic() + 60
+        conns: list[socket.socket] = []
+        while True:
+            for sock in conns:
+                sock.close()
+            conns = []
+            for _ in range(64):  # a client's connection pool, opened in a burst
+                sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+                sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: churn\r\n\r\n")
+                conns.append(sock)
+            assert all(b" 200 " in sock.recv(4096).split(b"\r\n")[0] for sock in conns)
+            per_worker = sorted(len(v) for v in _sockets(port, "01").values())
+            if len(per_worker) == 2 or time.monotonic() > deadline:
+                break
+        for sock in conns:
+            sock.close()
+        # One listening socket per worker (uvicorn's --workers share one, and whichever worker
+        # wakes first accepts a whole burst), and the kernel hashes connections over them: each
+        # worker gets about half (fewer than 16 of 64 has a probability of about 1e-4).
+        listening = _sockets(port, "0A")
+        assert len(listening) == 2 and len(set.union(*listening.values())) == 2, listening
+        assert len(per_worker) == 2 and per_worker[0] >= 16, per_worker
+
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for _ in range(4):
+                r = client.post("/v1/scores", json={"accounts": [ACCOUNT]})
+                assert r.status_code == 200, r.text
+                assert r.json()["scores"][0]["risk_band"] in {"low", "high"}
+            assert client.post("/v1/scores", json={"accounts": [ACCOUNT] * 3}).status_code == 413
+
+
+def test_serve_refuses_a_port_in_use(local_registry, tmp_path):
+    """A taken port is a clear error naming it, not a silent share or a restart loop."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = ("from serving.app import serve; from serving.settings import ServingSettings; "
+                f"serve(ServingSettings(host='127.0.0.1', port={port}, workers=2, "
+                f"tracking_uri={local_registry.tracking_uri!r}))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120, cwd=tmp_path, env=clean_env({}))
+    assert out.returncode != 0
+    assert f"127.0.0.1:{port}" in out.stderr and "in use" in out.stderr.lower(), out.stderr
 
 
 def test_concurrent_requests_match_sequential_ones(api):
