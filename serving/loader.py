@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -114,8 +115,18 @@ class LoadedModel:
                     row[j] = (float(value) if lookup is None else
                               lookup.get(value if isinstance(value, str) else str(value), math.nan))
             return out, missing
-        # rows of values via C-level map/zip, then one column per feature
-        columns = list(zip(*[list(map(r.get, names)) for r in records], strict=True))
+        # rows of values via C-level itemgetter (records from the API carry every feature) or
+        # map/zip, then one column per feature
+        rows: list[Any] = []
+        if len(names) > 1:
+            getter = operator.itemgetter(*names)
+            try:
+                rows = [getter(r) for r in records]
+            except KeyError:
+                rows = []
+        if len(rows) != n:
+            rows = [tuple(map(r.get, names)) for r in records]
+        columns = list(zip(*rows, strict=True))
         for j, name in enumerate(names):
             values = columns[j]
             lookup = codes.get(name)

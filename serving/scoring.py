@@ -179,41 +179,45 @@ def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput],
     risk_bands = band_labels(probability, bands.risk)
     health_bands = band_labels(health, bands.health)
 
-    # Rounded once per column (NaN -> None), not once per value.
-    component_lists = {c: [None if v != v else v for v in np.round(components[c], 2).tolist()]
-                       for c in COMPONENTS}
-    weight_lists = {c: (np.round(effective[c], 4).tolist() if c in effective
-                        else [0.0] * len(ids)) for c in COMPONENTS}
+    # Rounded once per column (NaN -> None), not once per value; rows of per-account tuples.
+    component_rows = list(zip(*([None if v != v else v for v in np.round(components[c], 2).tolist()]
+                                for c in COMPONENTS), strict=True))
+    weight_rows = list(zip(*(np.round(effective[c], 4).tolist() if c in effective
+                             else [0.0] * len(ids) for c in COMPONENTS), strict=True))
     health_list = [None if v != v else v for v in np.round(health, 2).tolist()]
     feature_names = model.encoder.feature_names
     results = []
     raw_list = raw.tolist()
+    probability_list = probability.tolist()
     rows, cols = np.nonzero(missing)
-    missing_idx: list[list[int]] = [[] for _ in ids]
+    missing_names: list[list[str]] = [[] for _ in ids]
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-        missing_idx[r].append(c)
+        missing_names[r].append(feature_names[c])
+    notes: dict[tuple[str, ...], str | None] = {}  # few distinct patterns of missing components
     for i, account_id in enumerate(ids):
-        record = records[i]
-        comps = {c: component_lists[c][i] for c in COMPONENTS}
+        comps = dict(zip(COMPONENTS, component_rows[i], strict=True))
         without = [c for c, v in comps.items() if v is None]
+        key = tuple(without)
+        if key not in notes:
+            notes[key] = health_note(weights, without)
         top = rest = None
         if contributions is not None:
-            top = explainer.reasons(contributions[i], record, reasons)  # type: ignore[union-attr]
+            top = explainer.reasons(contributions[i], records[i], reasons)  # type: ignore[union-attr]
             rest = raw_list[i] - sum(r["contribution"] for r in top)
         results.append(AccountScore(
             account_id=account_id,
-            churn_probability=float(probability[i]),
+            churn_probability=probability_list[i],
             risk_band=risk_bands[i] or "",
             health_score=health_list[i],
             health_band=health_bands[i],
             components=comps,
-            weights={c: weight_lists[c][i] for c in COMPONENTS},
-            missing_features=[feature_names[j] for j in missing_idx[i]],
+            weights=dict(zip(COMPONENTS, weight_rows[i], strict=True)),
+            missing_features=missing_names[i],
             components_without_data=without,
             raw_score=raw_list[i],
             reasons=top,
             reasons_rest=rest,
-            health_note=health_note(weights, without),
+            health_note=notes[key],
             quadrant=quads[i],
             survey_due_reasons=due[i],
         ))

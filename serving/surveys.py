@@ -20,6 +20,7 @@ sends them, those values are used as sent; otherwise they are derived here from 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,31 +79,29 @@ def survey_due(days_since_survey: np.ndarray, tenure_days: np.ndarray,
             for o, b in zip(overdue.tolist(), onboarding.tolist(), strict=True)]
 
 
-def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "due")
-    return float(value) > 0
-
-
 def survey_fields(records: Sequence[Mapping[str, Any]], columns: Mapping[str, np.ndarray],
                   policy: SurveyPolicy) -> tuple[list[str | None], list[list[str]]]:
-    """Quadrant and survey-due reasons per record: catalogue features when sent, else derived."""
+    """Quadrant and survey-due reasons per record: catalogue features when sent, else derived.
+
+    ``columns`` holds the numeric features as float arrays (NaN = not sent), so the survey-due
+    flags are read from there (a flag above 0 = due); the quadrant, a category, from the records.
+    """
     n = len(records)
     nan = np.full(n, np.nan)
     quads = quadrants(columns.get("last_nps", nan),
                       columns.get("csat_satisfied_share_180d", nan), policy)
     due = survey_due(columns.get("days_since_last_survey", nan), columns.get("tenure_days", nan),
                      policy)
-    if QUADRANT_FEATURES or SURVEY_DUE_FEATURES:
-        for i, record in enumerate(records):
-            for name in QUADRANT_FEATURES:
-                if _present(record.get(name)):
-                    quads[i] = str(record[name])
-            sent = [name for name in SURVEY_DUE_FEATURES if _present(record.get(name))]
-            if sent:
-                due[i] = [name for name in sent if _truthy(record[name])]
+    flags = [(name, np.asarray(columns[name], dtype=np.float64))
+             for name in SURVEY_DUE_FEATURES if name in columns]
+    if flags:
+        sent = np.zeros(n, dtype=bool)
+        for _, flag in flags:
+            sent |= ~np.isnan(flag)
+        for i in np.flatnonzero(sent).tolist():
+            due[i] = [name for name, flag in flags if flag[i] > 0]
+    for name in QUADRANT_FEATURES:
+        for i, value in enumerate(map(operator.methodcaller("get", name), records)):
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                quads[i] = str(value)
     return quads, due

@@ -114,6 +114,20 @@ def test_quadrant_and_survey_due_in_scores(tiny_model):
     assert (c.quadrant, c.survey_due) == (None, False)
 
 
+def test_quadrant_and_survey_flags_sent_as_features_win(tiny_model):
+    """The catalogue's own quadrant and survey-due features, when sent, override the derived."""
+    detractor = {"last_nps": 2, "csat_satisfied_share_180d": 0.1, "days_since_last_survey": 300,
+                 "tenure_days": 700}
+    a, b, c = score_accounts(tiny_model, [
+        ("a", {**detractor, "csat_nps_quadrant": "Wildcard", "nps_survey_due": 0.0,
+               "onboarding_survey_due": 1.0}),
+        ("b", {**detractor, "nps_survey_due": 0.0}),
+        ("c", {**detractor, "csat_nps_quadrant": None, "nps_survey_due": None})])
+    assert (a.quadrant, a.survey_due_reasons) == ("Wildcard", ["onboarding_survey_due"])
+    assert (b.quadrant, b.survey_due) == ("Churner", False)
+    assert (c.quadrant, c.survey_due_reasons) == ("Churner", ["nps_survey_due"])
+
+
 def test_health_note_states_the_renormalisation(tiny_model):
     weights = {"usage": 0.3, "engagement": 0.2, "sentiment": 0.2, "risk": 0.3}
     assert health_note(weights, []) is None
