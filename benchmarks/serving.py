@@ -6,14 +6,16 @@ What it does, in one run (so both sides see the same machine load):
    hyperparameters ``churn train`` uses; the feature count is the catalogue's) and registers it
    with ``training.registry`` -- the same pyfunc ``churn train`` logs -- in a temporary SQLite
    MLflow store;
-2. starts our server (``serving.app.serve``, 2 uvicorn workers) and ``mlflow models serve`` for
+2. starts our server (``serving.app.serve``, 2 workers) and ``mlflow models serve`` for
    ``models:/churn-risk/1`` (2 workers, ``--env-manager local``), both on 127.0.0.1, both in
    this process's environment (no thread-count variables are set for either);
 3. checks both answer the same probability for the same account;
 4. loads each with ``wrk`` (one thread, 16 connections, a fixed duration after a warm-up) and
-   prints requests/s, accounts/s, p50/p99 and the ratios.
+   prints requests/s, accounts/s, p50/p99, the server's own CPU time per request (its processes'
+   user + system time from /proc) and the ratios; ``--rounds`` repeats every scenario,
+   interleaved, and reports medians, because a shared machine drifts between scenarios.
 
-Run: ``.venv/bin/python benchmarks/serving.py [--seconds 10] [--connections 16]``; needs ``wrk``
+Run: ``.venv/bin/python benchmarks/serving.py [--seconds 10] [--rounds 3]``; needs ``wrk``
 (``apt-get install wrk``). Only 127.0.0.1 is ever loaded, for a bounded time.
 """
 
@@ -138,6 +140,20 @@ def stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def cpu_seconds(session: int) -> float | None:
+    """User + system CPU seconds of every live process in ``session`` (Linux /proc; else None)."""
+    total, found = 0.0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:  # field 6 of stat, the session id
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            found = True
+    return total if found else None
+
+
 def wrk(url: str, body: str, seconds: float, connections: int, workdir: Path) -> dict:
     script = workdir / f"body-{abs(hash(body))}.lua"
     script.write_text(LUA % body)
@@ -161,6 +177,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="Run every scenario this many times, interleaved; report medians")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -206,34 +224,69 @@ def main() -> None:
               "for the same account\n")
 
         scenarios = [
-            ("ours, 1 account, health + reasons", ours_url, one, 1),
-            ("ours, 1 account, health, explain=false", ours_url + "?explain=false", one, 1),
-            ("mlflow models serve, 1 account", mlflow_url, one_mlflow, 1),
-            (f"ours, {args.batch} accounts, explain=false", ours_url + "?explain=false", batch,
+            ("ours, 1 account, health + reasons", ours, ours_url, one, 1),
+            ("ours, 1 account, health, explain=false", ours, ours_url + "?explain=false", one, 1),
+            ("mlflow models serve, 1 account", theirs, mlflow_url, one_mlflow, 1),
+            (f"ours, {args.batch} accounts, explain=false", ours, ours_url + "?explain=false",
+             batch, args.batch),
+            (f"ours, {args.batch} accounts, health + reasons", ours, ours_url, batch, args.batch),
+            (f"mlflow models serve, {args.batch} accounts", theirs, mlflow_url, batch_mlflow,
              args.batch),
-            (f"ours, {args.batch} accounts, health + reasons", ours_url, batch, args.batch),
-            (f"mlflow models serve, {args.batch} accounts", mlflow_url, batch_mlflow, args.batch),
         ]
-        results = {}
-        for name, url, body, n in scenarios:
-            wrk(url, body, args.warmup, args.connections, root)
-            r = wrk(url, body, args.seconds, args.connections, root)
-            r["accounts_per_s"] = r["rps"] * n
-            results[name] = r
-            print(f"{name:45s} {r['rps']:9.1f} req/s {r['accounts_per_s']:10.0f} accounts/s  "
-                  f"p50 {r['p50_us'] / 1000:7.2f} ms  p99 {r['p99_us'] / 1000:7.2f} ms  "
-                  f"errors {r['errors']}", flush=True)
-        single = results["ours, 1 account, health + reasons"]["rps"]
-        single_ml = results["mlflow models serve, 1 account"]["rps"]
-        big = results[f"ours, {args.batch} accounts, explain=false"]["accounts_per_s"]
-        big_ml = results[f"mlflow models serve, {args.batch} accounts"]["accounts_per_s"]
-        print(f"\nratio single account (ours with reasons / mlflow): {single / single_ml:.1f}x "
-              "(target >= 20x)")
-        print(f"p99 single account with reasons: "
-              f"{results['ours, 1 account, health + reasons']['p99_us'] / 1000:.2f} ms "
-              "(target <= 15 ms)")
-        print(f"batches of {args.batch} without reasons: {big:,.0f} accounts/s (target >= 40,000)"
-              f"; {big / big_ml:.1f}x mlflow")
+        results: dict[str, list[dict]] = {name: [] for name, *_ in scenarios}
+        for round_ in range(1, args.rounds + 1):
+            print(f"round {round_} of {args.rounds} (load {os.getloadavg()[0]:.1f})", flush=True)
+            for name, server, url, body, n in scenarios:
+                wrk(url, body, args.warmup, args.connections, root)
+                before = cpu_seconds(server.pid)
+                r = wrk(url, body, args.seconds, args.connections, root)
+                after = cpu_seconds(server.pid)
+                r["accounts_per_s"] = r["rps"] * n
+                # The server's own CPU per request: less sensitive than requests/s to how much
+                # of the machine the server got (wrk and other jobs share the two cores).
+                r["cpu_ms"] = (None if before is None or after is None or not r["requests"]
+                               else (after - before) / r["requests"] * 1000)
+                results[name].append(r)
+                cpu = "" if r["cpu_ms"] is None else f"  server CPU {r['cpu_ms']:8.2f} ms/req"
+                print(f"  {name:45s} {r['rps']:9.1f} req/s {r['accounts_per_s']:10.0f} "
+                      f"accounts/s  p50 {r['p50_us'] / 1000:7.2f} ms  p99 "
+                      f"{r['p99_us'] / 1000:7.2f} ms  errors {r['errors']}{cpu}", flush=True)
+
+        def med(name: str, key: str) -> float:
+            return float(np.median([r[key] for r in results[name]]))
+
+        def per_round(a: str, b: str, key: str) -> list[float]:
+            return [x[key] / y[key] for x, y in zip(results[a], results[b], strict=True)]
+
+        single, single_ml = "ours, 1 account, health + reasons", "mlflow models serve, 1 account"
+        bare = "ours, 1 account, health, explain=false"
+        big, big_ml = (f"ours, {args.batch} accounts, explain=false",
+                       f"mlflow models serve, {args.batch} accounts")
+        print(f"\nmedian of {args.rounds} round(s):")
+        for name, *_ in scenarios:
+            cpu = [r["cpu_ms"] for r in results[name] if r["cpu_ms"] is not None]
+            print(f"  {name:45s} {med(name, 'rps'):9.1f} req/s {med(name, 'accounts_per_s'):10.0f}"
+                  f" accounts/s  p50 {med(name, 'p50_us') / 1000:7.2f} ms  p99 "
+                  f"{med(name, 'p99_us') / 1000:7.2f} ms"
+                  + (f"  server CPU {float(np.median(cpu)):8.2f} ms/req" if cpu else ""))
+
+        def show(ratios: list[float]) -> str:
+            return (f"{float(np.median(ratios)):.1f}x (rounds: "
+                    + ", ".join(f"{x:.1f}x" for x in ratios) + ")")
+
+        print(f"\nratio single account (ours with reasons / mlflow), requests/s: "
+              f"{show(per_round(single, single_ml, 'rps'))} (target >= 20x)")
+        print(f"ratio single account without reasons: {show(per_round(bare, single_ml, 'rps'))}")
+        if all(r["cpu_ms"] for r in results[single] + results[single_ml]):
+            print("ratio single account with reasons, server CPU per request (mlflow / ours): "
+                  + show([1 / x for x in per_round(single, single_ml, 'cpu_ms')]))
+        p99s = ", ".join(f"{r['p99_us'] / 1000:.1f}" for r in results[single])
+        print(f"p99 single account with reasons: {med(single, 'p99_us') / 1000:.2f} ms "
+              f"(rounds: {p99s} ms; target <= 15 ms)")
+        rates = ", ".join(f"{r['accounts_per_s']:,.0f}" for r in results[big])
+        print(f"batches of {args.batch} without reasons: {med(big, 'accounts_per_s'):,.0f} "
+              f"accounts/s (rounds: {rates}; target >= 40,000); "
+              f"{show(per_round(big, big_ml, 'rps'))} mlflow")
         print(f"load after: {os.getloadavg()}")
     finally:
         stop(ours)
