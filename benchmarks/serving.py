@@ -154,6 +154,19 @@ def cpu_seconds(session: int) -> float | None:
     return total if found else None
 
 
+def wait_idle(session: int, timeout: float = 120.0) -> None:
+    """Wait until the server has finished what the last load left queued (wrk stops sending, but
+    requests already received are still scored), so it does not slow the next scenario."""
+    deadline = time.monotonic() + timeout
+    last = cpu_seconds(session)
+    while last is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(session)
+        if now is None or now - last < 0.05:  # under 10 % of a core
+            return
+        last = now
+
+
 def wrk(url: str, body: str, seconds: float, connections: int, workdir: Path) -> dict:
     script = workdir / f"body-{abs(hash(body))}.lua"
     script.write_text(LUA % body)
@@ -238,9 +251,11 @@ def main() -> None:
             print(f"round {round_} of {args.rounds} (load {os.getloadavg()[0]:.1f})", flush=True)
             for name, server, url, body, n in scenarios:
                 wrk(url, body, args.warmup, args.connections, root)
+                wait_idle(server.pid)
                 before = cpu_seconds(server.pid)
                 r = wrk(url, body, args.seconds, args.connections, root)
                 after = cpu_seconds(server.pid)
+                wait_idle(server.pid)
                 r["accounts_per_s"] = r["rps"] * n
                 # The server's own CPU per request: less sensitive than requests/s to how much
                 # of the machine the server got (wrk and other jobs share the two cores).
