@@ -24,7 +24,7 @@ import logging
 import math
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ import numpy as np
 from features.definitions import catalogue_by_name
 from features.modelframe import FeatureEncoder
 from serving.explain import Explainer
+from serving.schemas import score_request_model
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,9 @@ class LoadedModel:
     feature_index: dict[str, int] = field(init=False, repr=False)
     explainer: Explainer = field(init=False, repr=False)
     category_codes: dict[str, dict[str, float]] = field(init=False, repr=False)
+    #: Features outside the built-in catalogue, declared by the catalogue stored with the model
+    #: (a data set's mapping adds some, e.g. ``key_*`` counts): ``(name, dtype, unit, description)``.
+    extra_features: tuple[tuple[str, str, str, str], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_index",
@@ -78,6 +82,13 @@ class LoadedModel:
             for name, cats in self.encoder.categories_.items()})
         object.__setattr__(self, "explainer",
                            Explainer.for_features(self.encoder.feature_names, self.catalogue))
+        known = catalogue_by_name()
+        recorded = {r.get("name"): r for r in self.catalogue}
+        object.__setattr__(self, "extra_features", tuple(
+            (n, "category" if n in self.encoder.categories_ else "float",
+             str(recorded.get(n, {}).get("unit") or ""),
+             str(recorded.get(n, {}).get("description") or n))
+            for n in self.encoder.feature_names if n not in known))
 
     @property
     def horizon_days(self) -> int | None:
@@ -93,7 +104,8 @@ class LoadedModel:
 
     def encode(self, records: list[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """``(matrix, missing)``: the rows :meth:`FeatureEncoder.transform_records` makes (same
-        codes, unknown categories NaN) and which features each record did not send (None).
+        codes, unknown categories NaN) and which features each record did not send (None) or sent
+        with a category value the model has not seen: both are scored as missing.
 
         Column by column for batches (one ``np.array`` per numeric feature, None -> NaN), row by
         row for a few records; category code tables are built once per model.
@@ -112,8 +124,12 @@ class LoadedModel:
                         miss[j] = True
                         continue
                     lookup = codes.get(name)
-                    row[j] = (float(value) if lookup is None else
-                              lookup.get(value if isinstance(value, str) else str(value), math.nan))
+                    if lookup is None:
+                        row[j] = float(value)
+                    else:
+                        row[j] = lookup.get(value if isinstance(value, str) else str(value),
+                                            math.nan)
+                        miss[j] = row[j] != row[j]  # a category the model has not seen
             return out, missing
         # rows of values via C-level itemgetter (records from the API carry every feature) or
         # map/zip, then one column per feature
@@ -137,7 +153,7 @@ class LoadedModel:
                 out[:, j] = [math.nan if v is None else
                              lookup.get(v if isinstance(v, str) else str(v), math.nan)
                              for v in values]
-                missing[:, j] = [v is None for v in values]
+                missing[:, j] = np.isnan(out[:, j])  # not sent, or a category not seen
         return out, missing
 
     @property
@@ -370,7 +386,8 @@ def _read_booster(path: Path) -> lgb.Booster:
     return booster
 
 
-def _check_features(encoder: FeatureEncoder, booster: lgb.Booster, where: str) -> None:
+def _check_features(encoder: FeatureEncoder, booster: lgb.Booster, where: str,
+                    recorded: Sequence[Mapping[str, Any]] = ()) -> None:
     names = encoder.feature_names
     if booster.num_feature() != len(names):
         raise ModelLoadError(f"{where}: the booster takes {booster.num_feature()} features but "
@@ -379,14 +396,18 @@ def _check_features(encoder: FeatureEncoder, booster: lgb.Booster, where: str) -
     if (not all(n.startswith("Column_") for n in booster_names)
             and list(booster_names) != list(names)):
         raise ModelLoadError(f"{where}: the booster's feature names differ from the encoder's.")
-    known = catalogue_by_name()
-    unknown = [n for n in names if n not in known]
+    # A feature must be declared: by this build's catalogue, or by the catalogue stored with the
+    # model (features a data set's mapping adds); the declared type must match the encoding.
+    dtypes = {r.get("name"): r.get("dtype") for r in recorded}
+    dtypes.update({n: spec.dtype for n, spec in catalogue_by_name().items()})
+    unknown = [n for n in names if n not in dtypes]
     if unknown:
         raise ModelLoadError(
-            f"{where}: the model uses features this serving build does not know: {unknown}. "
-            "Deploy serving from the same release as the training code.")
+            f"{where}: the model uses features this serving build does not know and its stored "
+            f"catalogue does not declare: {unknown}. Deploy serving from the same release as the "
+            "training code.")
     categorical = set(encoder.categorical)
-    mismatched = [n for n in names if (known[n].dtype == "category") != (n in categorical)]
+    mismatched = [n for n in names if (dtypes[n] == "category") != (n in categorical)]
     if mismatched:
         raise ModelLoadError(f"{where}: features encoded with a different type than the "
                              f"catalogue declares: {mismatched}.")
@@ -406,12 +427,18 @@ def load_from_dir(model_dir: str | Path, *, model_uri: str = "", name: str | Non
     except (KeyError, TypeError, AttributeError) as exc:
         raise ModelLoadError(f"{artifacts / METADATA_FILE}: malformed encoder ({exc!r}).") from exc
     booster = _read_booster(artifacts / BOOSTER_FILE)
-    _check_features(encoder, booster, where)
     catalogue = [dict(r) for r in metadata.get("catalogue") or [] if isinstance(r, dict)]
+    _check_features(encoder, booster, where, catalogue)
     model = LoadedModel(
         name=str(name or metadata.get("model_name") or "churn-risk"),
         version=version, alias=alias, booster=booster, encoder=encoder, catalogue=catalogue,
         metadata=metadata, uri=model_uri or str(model_dir), source=str(artifacts.parent))
+    if model.extra_features:  # its request schema must build (names must be valid field names)
+        try:
+            score_request_model(1, model.extra_features)
+        except Exception as exc:  # pydantic's error names the field
+            raise ModelLoadError(f"{where}: cannot accept the features the model declares: "
+                                 f"{exc}") from exc
     smoke_check(model, where)
     return model
 

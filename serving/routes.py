@@ -186,7 +186,9 @@ def build_router(settings: ServingSettings, metrics: Metrics | None = None) -> A
         # Async on purpose: scoring a batch is a few LightGBM calls on one thread (no I/O), and
         # running it on the event loop avoids a thread hop per request.
         try:
-            body = request_model.model_validate_json(await request.body())
+            schema = (request_model if not model.extra_features else
+                      score_request_model(settings.max_batch_size, model.extra_features))
+            body = schema.model_validate_json(await request.body())
         except ValidationError as exc:
             raise RequestValidationError(
                 [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_input=False)]

@@ -4,11 +4,15 @@ The request's ``features`` object is generated from the feature catalogue
 (:data:`features.definitions.CATALOGUE`): one optional field per feature, numbers for numeric
 features and strings for categorical ones, NaN and infinity rejected, unknown names rejected. A
 feature left out (or sent as ``null``) is missing; the model handles missing values and the
-response lists them in ``missing_features``.
+response lists them in ``missing_features``. A model that declares features beyond the built-in
+catalogue (a data-set mapping's key events and attributes, stored with the model) gets a request
+model with those fields added (:func:`score_request_model`).
 """
 
 from __future__ import annotations
 
+import functools
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, create_model
@@ -54,16 +58,32 @@ class ScoreRequest(BaseModel):
     accounts: list[AccountIn] = Field(min_length=1)
 
 
-def score_request_model(max_batch_size: int) -> type[ScoreRequest]:
+#: ``(name, dtype, unit, description)`` of a feature outside the built-in catalogue.
+ExtraFeature = tuple[str, str, str, str]
+
+
+@functools.lru_cache(maxsize=32)
+def score_request_model(max_batch_size: int, extra_features: tuple[ExtraFeature, ...] = ()
+                        ) -> type[ScoreRequest]:
     """A :class:`ScoreRequest` that rejects more than ``max_batch_size`` accounts.
 
     The length is checked before any account is validated (pydantic reports a single
-    ``too_long`` error), which the API turns into 413.
+    ``too_long`` error), which the API turns into 413. ``extra_features`` adds the features a
+    model declares beyond the built-in catalogue (see ``LoadedModel.extra_features``); anything
+    else is still an unknown feature (422). Cached: one class per batch limit and feature set.
     """
+    account = AccountIn
+    if extra_features:
+        features = create_model(
+            "AccountFeatures", __base__=AccountFeatures, __doc__=AccountFeatures.__doc__,
+            **{name: _feature_field(SimpleNamespace(dtype=dtype, unit=unit, description=text))
+               for name, dtype, unit, text in extra_features})
+        account = create_model("AccountIn", __base__=AccountIn, __doc__=AccountIn.__doc__,
+                               features=(features, Field(default_factory=features)))
     return create_model(
         "ScoreRequest", __base__=ScoreRequest, __doc__=ScoreRequest.__doc__,
-        accounts=(list[AccountIn], Field(min_length=1, max_length=max_batch_size,
-                                         description=f"1 to {max_batch_size} accounts")),
+        accounts=(list[account], Field(min_length=1, max_length=max_batch_size,  # type: ignore[valid-type]
+                                       description=f"1 to {max_batch_size} accounts")),
     )
 
 
@@ -117,8 +137,8 @@ class AccountScoreOut(BaseModel):
     components: Components
     weights: Weights
     missing_features: list[str] = Field(
-        description="Model features the request did not send (or sent as null); the model "
-                    "treated them as missing")
+        description="Model features the request did not send, sent as null, or sent with a "
+                    "category value the model has not seen; the model treated them as missing")
     components_without_data: list[str] = Field(
         description="Health components with no data for this account (weight 0)")
     health_note: str | None = Field(

@@ -206,3 +206,38 @@ def model_server(served_registry, server_workdir: Path) -> Iterator[Server]:
            "CHURN_MAX_BATCH_SIZE": str(MAX_BATCH)}
     with start_server(uvicorn_factory_argv, env, server_workdir, ready=True) as server:
         yield server
+
+
+#: Features a data set's mapping adds beyond the built-in catalogue (as sim-dev's ``key_*``).
+EXTRA_RECORDS = [
+    {"name": "key_report_views_30d", "family": "key_events", "table": "usage_events",
+     "window_days": 30, "aggregation": "count", "dtype": "float", "unit": "events",
+     "description": "Report views in the last 30 days"},
+    {"name": "channel", "family": "account", "table": "accounts", "window_days": None,
+     "aggregation": "attribute", "dtype": "category", "unit": "",
+     "description": "Acquisition channel"},
+]
+
+
+def train_mapped_booster(seed: int = 0) -> tuple[lgb.Booster, FeatureEncoder]:
+    """A tiny booster on the catalogue plus EXTRA_RECORDS, the extra count driving the label."""
+    df, _ = random_feature_frame(800, seed)
+    rng = np.random.default_rng(seed)
+    df["key_report_views_30d"] = rng.integers(0, 20, len(df)).astype(float)
+    df["channel"] = rng.choice(["partner", "direct", "web"], len(df)).astype(object)
+    logit = 2.0 - 0.4 * df["key_report_views_30d"].to_numpy() + (df["channel"] == "web") * 1.0
+    y = (rng.uniform(size=len(df)) < 1 / (1 + np.exp(-logit))).astype(int)
+    names = [spec.name for spec in CATALOGUE] + [r["name"] for r in EXTRA_RECORDS]
+    encoder = FeatureEncoder(names, [*categorical_features(), "channel"]).fit(df)
+    data = lgb.Dataset(encoder.transform(df), label=y, feature_name=names,
+                       categorical_feature=encoder.categorical_indices, free_raw_data=False)
+    booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1, "seed": seed,
+                         "num_leaves": 7, "min_data_in_leaf": 10}, data, num_boost_round=20)
+    return booster, encoder
+
+
+@pytest.fixture(scope="session")
+def mapped_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    booster, encoder = train_mapped_booster()
+    return write_model_dir(tmp_path_factory.mktemp("mapped-model"), booster, encoder,
+                           catalogue=catalogue_records() + EXTRA_RECORDS)

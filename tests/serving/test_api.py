@@ -17,8 +17,8 @@ import pytest
 
 from serving.loader import load_model
 from serving.scoring import score_accounts
-from tests.servers import clean_env
-from tests.serving.conftest import MAX_BATCH, start_server
+from tests.servers import clean_env, uvicorn_factory_argv
+from tests.serving.conftest import MAX_BATCH, register_model_dir, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -374,3 +374,41 @@ def test_concurrent_requests_match_sequential_ones(api):
         concurrent = list(pool.map(
             lambda b: api.post("/v1/scores", json=b).json()["scores"][0], bodies))
     assert concurrent == sequential
+
+
+# --- a model trained through a data-set mapping ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mapped_api(mapped_model_dir, server_workdir, tmp_path_factory):
+    """A server on a model whose features include ones outside the built-in catalogue."""
+    reg = register_model_dir(mapped_model_dir, tmp_path_factory.mktemp("mapped-registry"))
+    env = {"CHURN_TRACKING_URI": reg.tracking_uri, "CHURN_MODEL_URI": "models:/churn-risk@champion"}
+    with start_server(uvicorn_factory_argv, env, server_workdir, ready=True) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+def test_model_with_mapped_features_is_served(mapped_api):
+    features = {**ACCOUNT["features"], "key_report_views_30d": 0, "channel": "web"}
+    r = mapped_api.post("/v1/scores", json={"accounts": [{"account_id": "A", "features": features}]})
+    assert r.status_code == 200, r.text
+    score = r.json()["scores"][0]
+    assert "key_report_views_30d" not in score["missing_features"]
+    assert "channel" not in score["missing_features"]
+    texts = [reason["text"] for reason in score["reasons"]]
+    assert any(t.startswith("Report views in the last 30 days: 0") for t in texts), texts
+
+    info = {f["name"]: f for f in mapped_api.get("/v1/model").json()["features"]}
+    assert info["key_report_views_30d"]["description"] == "Report views in the last 30 days"
+    assert info["channel"]["categories"] == ["direct", "partner", "web"]
+
+
+def test_mapped_features_keep_input_hygiene(mapped_api):
+    def post(features):
+        return mapped_api.post("/v1/scores", json={"accounts": [
+            {"account_id": "A", "features": features}]})
+
+    r = post({"key_unknown_30d": 1})
+    assert r.status_code == 422 and "key_unknown_30d" in r.text
+    assert post({"channel": 3}).status_code == 422  # a category takes strings
+    assert post({"key_report_views_30d": "many"}).status_code == 422

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from serving.loader import ModelLoadError, load_from_dir, load_model, redact
+from serving.scoring import score_accounts
 from tests.serving.conftest import register_model_dir, train_tiny_booster, write_model_dir
 
 
@@ -137,3 +138,30 @@ def test_newer_registered_version_behind_alias(tiny_model_dir, tmp_path):
 def test_redact():
     assert redact("postgresql://u:secret@db:5432/mlflow") == "postgresql://u:***@db:5432/mlflow"
     assert redact("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+
+
+def test_features_declared_by_the_models_catalogue_are_served(mapped_model_dir):
+    """A model trained through a data-set mapping (extra key-event counts, extra attributes)
+    loads: its stored catalogue declares the features this build does not know."""
+    model = load_from_dir(mapped_model_dir)
+    assert [(n, dtype) for n, dtype, _, _ in model.extra_features] == [
+        ("key_report_views_30d", "float"), ("channel", "category")]
+    (low, high) = score_accounts(model, [
+        ("A", {"key_report_views_30d": 19.0, "channel": "partner"}),
+        ("B", {"key_report_views_30d": 0.0, "channel": "web"})], reasons=3)
+    assert high.churn_probability > low.churn_probability
+    texts = [r["text"] for r in high.reasons]
+    assert any(t.startswith("Report views in the last 30 days: 0") for t in texts), texts
+
+
+def test_undeclared_type_mismatch_is_refused(mapped_model_dir, tmp_path):
+    """The stored catalogue must agree with the encoding (here: channel declared numeric)."""
+    path = tmp_path / "m"
+    shutil.copytree(mapped_model_dir, path)
+    meta = json.loads((path / "artifacts" / "metadata.json").read_text())
+    for record in meta["catalogue"]:
+        if record["name"] == "channel":
+            record["dtype"] = "float"
+    (path / "artifacts" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="different type.*channel"):
+        load_from_dir(path)

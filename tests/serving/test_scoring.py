@@ -81,8 +81,8 @@ def test_missing_features_lists_what_was_not_sent(tiny_model):
                                                    "active_days_30d": 3})])
     names = tiny_model.encoder.feature_names
     assert result.missing_features == [n for n in names if n not in ("plan", "active_days_30d")]
-    (full,) = score_accounts(tiny_model, [("A", {n: ("growth" if n in
-                                                     tiny_model.encoder.categories_ else 1.0)
+    cats = tiny_model.encoder.categories_
+    (full,) = score_accounts(tiny_model, [("A", {n: (cats[n][0] if n in cats else 1.0)
                                                  for n in names})])
     assert full.missing_features == []
 
@@ -91,7 +91,7 @@ def test_unknown_category_scores_like_missing(tiny_model):
     known, unknown, missing = score_accounts(tiny_model, [
         ("a", {"plan": "starter"}), ("b", {"plan": "platinum"}), ("c", {})])
     assert unknown.churn_probability == missing.churn_probability
-    assert "plan" not in unknown.missing_features  # it was sent
+    assert "plan" in unknown.missing_features  # sent, but scored as missing: says so
 
 
 def test_risk_bands_thresholds():
@@ -129,9 +129,10 @@ def test_single_row_does_not_use_pandas(tiny_model, monkeypatch):
 def test_fast_encoding_equals_the_feature_encoder(tiny_model, n):
     accounts = _records(n, seed=11)
     records = [r for _, r in accounts]
-    records[0] = {**records[0], "plan": "platinum"}  # an unknown category is NaN, not missing
+    records[0] = {**records[0], "plan": "platinum"}  # a category the model has not seen: NaN
     matrix, missing = tiny_model.encode(records)
     np.testing.assert_array_equal(matrix, tiny_model.encoder.transform_records(records))
     names = tiny_model.encoder.feature_names
     expected = np.array([[r.get(name) is None for name in names] for r in records])
+    expected[0, names.index("plan")] = True  # ... and listed as missing: the model saw none
     np.testing.assert_array_equal(missing, expected)

@@ -10,7 +10,10 @@ import pytest
 
 from features.mapping import load_mapped
 from training.config import TrainConfig
-from training.pipeline import run_training
+from serving.batch import score_frame
+from serving.loader import load_model
+from serving.settings import ServingSettings
+from training.pipeline import run_training, scoring_frame
 
 REPO = Path(__file__).resolve().parents[2]
 SIM_DEV = REPO.parent / "shared" / "data" / "sim-dev"
@@ -29,3 +32,11 @@ def test_sim_dev_beats_its_baselines(tmp_path: Path) -> None:
     assert result.metrics["roc_auc"] > 0.75, result.metrics
     assert result.metrics["roc_auc"] > result.health_baseline_metrics["roc_auc"] + 0.1
     assert result.metrics["top_decile_lift"] > 2.5
+
+    # The API and `churn score` serve this model although its features (key-event counts,
+    # channel, country, age) are the data set's, declared by the catalogue stored with it.
+    model = load_model(f"models:/{result.model_name}/{result.model_version}", result.tracking_uri)
+    assert {name for name, *_ in model.extra_features} >= {"channel", "age_years"}
+    scores = score_frame(model, scoring_frame(tables, "2020-06-01").head(200), ServingSettings())
+    assert len(scores) == 200 and all(0 <= s.churn_probability <= 1 for s in scores)
+    assert all(s.reasons for s in scores)
