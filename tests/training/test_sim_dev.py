@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from features.mapping import load_mapped
-from training.config import TrainConfig
 from serving.batch import score_frame
 from serving.loader import load_model
 from serving.settings import ServingSettings
+from training.config import TrainConfig
 from training.pipeline import run_training, scoring_frame
 
 REPO = Path(__file__).resolve().parents[2]
