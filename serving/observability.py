@@ -12,8 +12,9 @@ One pure-ASGI middleware (:class:`RequestMiddleware`) does the per-request work,
   the headers (API keys), never the body (customer data).
 
 Metrics live in a registry per app (``app.state.metrics``), served at ``GET /metrics``. With
-several uvicorn workers each worker counts its own requests (a scrape sees the worker that answers
-it); run one worker per container, or scrape per worker, when exact totals matter.
+several workers (:mod:`serving.workers`) the client library's multiprocess mode is on
+(``PROMETHEUS_MULTIPROC_DIR``, set by the supervisor): every worker writes its values to files in
+that directory and a scrape, whichever worker answers it, returns the sum over all workers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -29,7 +31,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.exceptions import HTTPException
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -94,12 +97,16 @@ class Metrics:
             "churn_scoring_batch_requests",
             "Requests scored together in one model call (micro-batching)", registry=r,
             buckets=(1, 2, 4, 8, 16, 32, 64))
+        # In multiprocess mode a gauge is combined over the live workers: "livemax" = 1 while
+        # any worker serves that model.
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.model = Gauge("churn_model_info", "The served model (value 1)",
-                           ["name", "version", "alias"], registry=r)
+                           ["name", "version", "alias"], registry=r, multiprocess_mode="livemax")
         self.reloads = Counter("churn_model_reloads", "Model reload attempts by outcome",
                                ["outcome"], registry=r)
         self.model_age = Gauge("churn_model_loaded_timestamp_seconds",
-                               "When the served model was loaded", registry=r)
+                               "When the served model was loaded", registry=r,
+                               multiprocess_mode="livemax")
         self._model_labels: tuple[str, str, str] | None = None
 
     def observe_scores(self, probabilities: Sequence[float], health: Sequence[float | None]
@@ -111,10 +118,22 @@ class Metrics:
     def set_model(self, name: str, version: str | None, alias: str | None) -> None:
         labels = (name, version or "", alias or "")
         if self._model_labels is not None and self._model_labels != labels:
-            self.model.remove(*self._model_labels)
+            if self.multiprocess:  # label removal does not exist in multiprocess mode
+                self.model.labels(*self._model_labels).set(0)
+            else:
+                self.model.remove(*self._model_labels)
         self.model.labels(*labels).set(1)
         self._model_labels = labels
         self.model_age.set(time.time())
+
+    def exposition(self) -> bytes:
+        """The text format for ``GET /metrics``: this app's registry, or with several workers the
+        sum over every worker's files."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry)
 
 
 def _observe_many(histogram: Histogram, values: Sequence[float]) -> None:

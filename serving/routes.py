@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from pydantic_core import to_json
 
@@ -133,7 +133,7 @@ def build_router(settings: ServingSettings, metrics: Metrics | None = None) -> A
     @router.get("/metrics", tags=["ops"], summary="Prometheus metrics",
                 response_class=PlainTextResponse)
     def metrics(m: MetricsDep) -> Response:
-        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/healthz", tags=["ops"], summary="Liveness: 200 while the process runs")
     async def healthz() -> dict[str, str]:

@@ -14,6 +14,11 @@ restarts a worker that dies while serving, stops everything when a worker fails 
 (a bad configuration fails the same way every time) and passes SIGINT/SIGTERM on for a graceful
 shutdown. Linux and macOS have ``SO_REUSEPORT``; elsewhere run one worker per process manager
 slot instead.
+
+Metrics: the supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh temporary directory
+(replacing any value it inherited: the directory must start empty) and removes it at exit, so
+``/metrics`` on any worker reports the sum over all workers; a dead worker's live gauges are
+dropped, its counters kept.
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from multiprocessing.process import BaseProcess
 from typing import Any
+
+from prometheus_client import multiprocess
 
 log = logging.getLogger("churn.serving")
 
@@ -76,6 +85,10 @@ def run_workers(host: str, port: int, workers: int, log_level: str = "info") -> 
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     context = multiprocessing.get_context("spawn")
     stopping = False
+    # Set before the workers start: the client library picks its storage when it is imported.
+    previous_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    metrics_dir = tempfile.mkdtemp(prefix="churn-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
     def request_stop(signum: int, _frame: Any) -> None:
         nonlocal stopping
@@ -105,6 +118,7 @@ def run_workers(host: str, port: int, workers: int, log_level: str = "info") -> 
                 log.warning("worker exited; starting a new one",
                             extra={"event": "worker_restart", "pid": proc.pid,
                                    "exitcode": proc.exitcode})
+                multiprocess.mark_process_dead(proc.pid, metrics_dir)
                 procs[i] = start()
     finally:
         for proc, _ in procs:
@@ -118,5 +132,10 @@ def run_workers(host: str, port: int, workers: int, log_level: str = "info") -> 
                 proc.join()
         for s, handler in previous.items():
             signal.signal(s, handler)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        if previous_dir is None:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        else:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = previous_dir
     if failure is not None:
         raise RuntimeError(failure)

@@ -340,12 +340,19 @@ def test_serve_with_two_workers(local_registry, server_workdir):
         assert len(listening) == 2 and len(set.union(*listening.values())) == 2, listening
         assert len(per_worker) == 2 and per_worker[0] >= 16, per_worker
 
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            for _ in range(4):
-                r = client.post("/v1/scores", json={"accounts": [ACCOUNT]})
-                assert r.status_code == 200, r.text
-                assert r.json()["scores"][0]["risk_band"] in {"low", "high"}
-            assert client.post("/v1/scores", json={"accounts": [ACCOUNT] * 3}).status_code == 413
+        # Each request on a new connection, so both workers score some; every scrape, whichever
+        # worker answers it, reports the total over both (multiprocess metrics).
+        for _ in range(8):
+            r = httpx.post(server.url + "/v1/scores", json={"accounts": [ACCOUNT]}, timeout=30)
+            assert r.status_code == 200, r.text
+            assert r.json()["scores"][0]["risk_band"] in {"low", "high"}
+        r = httpx.post(server.url + "/v1/scores", json={"accounts": [ACCOUNT] * 3}, timeout=30)
+        assert r.status_code == 413
+        for _ in range(8):
+            text = httpx.get(server.url + "/metrics", timeout=30).text
+            assert "churn_scored_accounts_total 8.0" in text, text
+            assert ('churn_model_info{alias="champion",name="churn-risk",'
+                    f'version="{local_registry.version}"}} 1.0') in text
 
 
 def test_serve_refuses_a_port_in_use(local_registry, tmp_path):
