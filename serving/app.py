@@ -23,6 +23,7 @@ import contextlib
 import gc
 import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -283,13 +284,20 @@ def serve(settings: ServingSettings | None = None) -> None:
     import uvicorn
 
     settings = settings or get_settings()
-    if settings.workers > 1:
+    if settings.workers > 1 and sys.platform.startswith("linux"):
         # Each worker rebuilds the settings from the env and listens on its own SO_REUSEPORT
         # socket, so that connections are spread over the workers (see serving.workers).
         from serving.workers import run_workers
 
         _export_env(settings)
         run_workers(settings.host, settings.port, settings.workers, settings.log_level.lower())
+    elif settings.workers > 1:
+        # Elsewhere SO_REUSEPORT does not balance connections: uvicorn's shared socket, with its
+        # per-worker metrics (docs/serving.md).
+        _export_env(settings)
+        uvicorn.run("serving.app:create_app", factory=True, host=settings.host,
+                    port=settings.port, workers=settings.workers,
+                    log_level=settings.log_level.lower())
     else:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                     log_level=settings.log_level.lower())
