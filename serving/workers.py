@@ -36,7 +36,9 @@ from typing import Any
 
 from prometheus_client import multiprocess
 
-log = logging.getLogger("churn.serving")
+from serving.observability import configure_logging
+
+log = logging.getLogger("churn.serving.workers")
 
 #: A worker that exits within this many seconds of starting is a startup failure (no restart).
 STARTUP_SECONDS = 120.0
@@ -77,6 +79,7 @@ def run_workers(host: str, port: int, workers: int, log_level: str = "info") -> 
         OSError: the port is taken by a process that does not share it.
         RuntimeError: a worker failed to start (its log says why).
     """
+    configure_logging(log_level)  # the supervisor's own lines, as JSON like the workers'
     # Fail here, with the port in the message, rather than in every worker.
     try:
         reuseport_socket(host, port).close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -353,6 +354,22 @@ def test_serve_with_two_workers(local_registry, server_workdir):
             assert "churn_scored_accounts_total 8.0" in text, text
             assert ('churn_model_info{alias="champion",name="churn-risk",'
                     f'version="{local_registry.version}"}} 1.0') in text
+
+        # A worker that dies is replaced; the dead worker's counts stay in the totals.
+        victim = min(listening)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            workers = set(_sockets(port, "0A"))
+            if len(workers) == 2 and victim not in workers and "worker_restart" in server.output():
+                break
+            time.sleep(0.5)
+        assert len(workers) == 2 and victim not in workers, workers
+        assert '"event": "worker_restart"' in server.output()
+        for _ in range(4):
+            r = httpx.post(server.url + "/v1/scores", json={"accounts": [ACCOUNT]}, timeout=30)
+            assert r.status_code == 200, r.text
+        assert "churn_scored_accounts_total 12.0" in httpx.get(server.url + "/metrics").text
 
 
 def test_serve_refuses_a_port_in_use(local_registry, tmp_path):
