@@ -20,7 +20,6 @@ sends them, those values are used as sent; otherwise they are derived here from 
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -101,7 +100,7 @@ def survey_fields(records: Sequence[Mapping[str, Any]], columns: Mapping[str, np
         for i in np.flatnonzero(sent).tolist():
             due[i] = [name for name, flag in flags if flag[i] > 0]
     for name in QUADRANT_FEATURES:
-        for i, value in enumerate(map(operator.methodcaller("get", name), records)):
+        for i, value in enumerate(record.get(name) for record in records):
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 quads[i] = str(value)
     return quads, due
