@@ -12,7 +12,7 @@ A worker binds its socket at start but listens only once uvicorn has run the app
 model is loaded), so no connection waits on a worker that is still loading. The supervisor
 restarts a worker that dies while serving, stops everything when a worker fails before it is up
 (a bad configuration fails the same way every time) and passes SIGINT/SIGTERM on for a graceful
-shutdown. Linux only: other systems accept ``SO_REUSEPORT`` without balancing connections
+shutdown; if the supervisor itself is killed, the kernel stops its workers (``PR_SET_PDEATHSIG``). Linux only: other systems accept ``SO_REUSEPORT`` without balancing connections
 (:func:`serving.app.serve` falls back to uvicorn's workers there).
 
 Metrics: the supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh temporary directory
@@ -60,10 +60,41 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(host: str, port: int, log_level: str) -> None:
+def check_port_free(host: str, port: int) -> None:
+    """Raise ``OSError`` if any socket holds ``host:port``.
+
+    The probe binds *without* ``SO_REUSEPORT``: a reuseport bind would silently join another
+    ``churn serve`` already listening there (same user), and the two would split the traffic.
+    ``SO_REUSEADDR`` lets it pass connections of an earlier run still in TIME_WAIT.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+
+
+def _exit_with_supervisor(supervisor: int) -> None:
+    """Have the kernel send this process SIGTERM when the supervisor dies, even by SIGKILL.
+
+    Without it, workers of a killed supervisor keep serving as orphans that no one restarts,
+    stops or counts, and they hold the port against the next start.
+    """
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("cannot ask to be stopped with the supervisor",
+                    extra={"event": "pdeathsig_failed", "errno": ctypes.get_errno()})
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(host: str, port: int, log_level: str, supervisor: int) -> None:
     """One worker process: its own socket, the app built from the ``CHURN_*`` environment."""
     import uvicorn
 
+    _exit_with_supervisor(supervisor)
     sock = reuseport_socket(host, port)
     config = uvicorn.Config("serving.app:create_app", factory=True, host=host, port=port,
                             log_level=log_level)
@@ -76,12 +107,13 @@ def run_workers(host: str, port: int, workers: int, log_level: str = "info") -> 
     The workers rebuild their settings from the ``CHURN_*`` environment (the caller exports them).
 
     Raises:
-        OSError: the port is taken by a process that does not share it.
+        OSError: the port is taken (by another program or another ``churn serve``).
         RuntimeError: a worker failed to start (its log says why).
     """
     configure_logging(log_level)  # the supervisor's own lines, as JSON like the workers'
     # Fail here, with the port in the message, rather than in every worker.
     try:
+        check_port_free(host, port)
         reuseport_socket(host, port).close()
     except OSError as exc:
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
@@ -99,7 +131,8 @@ def run_workers(host: str, port: int, workers: int, log_level: str = "info") -> 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def start() -> tuple[BaseProcess, float]:
-        proc = context.Process(target=_worker, args=(host, port, log_level), daemon=False)
+        proc = context.Process(target=_worker, args=(host, port, log_level, os.getpid()),
+                                daemon=False)
         proc.start()
         return proc, time.monotonic()
 

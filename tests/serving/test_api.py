@@ -340,6 +340,8 @@ def test_serve_with_two_workers(local_registry, server_workdir):
         listening = _sockets(port, "0A")
         assert len(listening) == 2 and len(set.union(*listening.values())) == 2, listening
         assert len(per_worker) == 2 and per_worker[0] >= 16, per_worker
+        # A second server on the same port is refused, not silently joined through SO_REUSEPORT.
+        assert_serve_refuses(port, local_registry.tracking_uri, server_workdir)
 
         # Each request on a new connection, so both workers score some; every scrape, whichever
         # worker answers it, reports the total over both (multiprocess metrics).
@@ -371,20 +373,31 @@ def test_serve_with_two_workers(local_registry, server_workdir):
             assert r.status_code == 200, r.text
         assert "churn_scored_accounts_total 12.0" in httpx.get(server.url + "/metrics").text
 
+        # A supervisor killed outright takes its workers with it: no orphans holding the port.
+        os.kill(server.process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while _sockets(port, "0A") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _sockets(port, "0A")
+
+
+def assert_serve_refuses(port: int, tracking_uri: str, cwd: Path) -> None:
+    """A 2-worker `serve` on ``port`` exits with a clear error naming the port."""
+    code = ("from serving.app import serve; from serving.settings import ServingSettings; "
+            f"serve(ServingSettings(host='127.0.0.1', port={port}, workers=2, "
+            f"tracking_uri={tracking_uri!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=cwd, env=clean_env({}))
+    assert out.returncode != 0
+    assert f"127.0.0.1:{port}" in out.stderr and "in use" in out.stderr.lower(), out.stderr
+
 
 def test_serve_refuses_a_port_in_use(local_registry, tmp_path):
     """A taken port is a clear error naming it, not a silent share or a restart loop."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        code = ("from serving.app import serve; from serving.settings import ServingSettings; "
-                f"serve(ServingSettings(host='127.0.0.1', port={port}, workers=2, "
-                f"tracking_uri={local_registry.tracking_uri!r}))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=120, cwd=tmp_path, env=clean_env({}))
-    assert out.returncode != 0
-    assert f"127.0.0.1:{port}" in out.stderr and "in use" in out.stderr.lower(), out.stderr
+        assert_serve_refuses(taken.getsockname()[1], local_registry.tracking_uri, tmp_path)
 
 
 def test_concurrent_requests_match_sequential_ones(api):
