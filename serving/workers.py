@@ -12,7 +12,8 @@ A worker binds its socket at start but listens only once uvicorn has run the app
 model is loaded), so no connection waits on a worker that is still loading. The supervisor
 restarts a worker that dies while serving, stops everything when a worker fails before it is up
 (a bad configuration fails the same way every time) and passes SIGINT/SIGTERM on for a graceful
-shutdown; if the supervisor itself is killed, the kernel stops its workers (``PR_SET_PDEATHSIG``). Linux only: other systems accept ``SO_REUSEPORT`` without balancing connections
+shutdown; if the supervisor itself is killed, the kernel stops its workers (``PR_SET_PDEATHSIG``).
+Linux only: other systems accept ``SO_REUSEPORT`` without balancing connections
 (:func:`serving.app.serve` falls back to uvicorn's workers there).
 
 Metrics: the supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh temporary directory
