@@ -30,6 +30,7 @@ def tune_lightgbm(ts: TrainingSet, config: TrainConfig, trials: int, *, before: 
         params = config.lightgbm.model_copy(update={
             "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
             "num_leaves": trial.suggest_int("num_leaves", 4, 63, log=True),
+            "max_depth": trial.suggest_int("max_depth", 3, 10),
             "min_child_samples": trial.suggest_int("min_child_samples", 10, 200, log=True),
             "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
             "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 10.0, log=True),
