@@ -13,7 +13,9 @@ What it does, in one run (so both sides see the same machine load):
 4. loads each with ``wrk`` (one thread, 16 connections, a fixed duration after a warm-up) and
    prints requests/s, accounts/s, p50/p99, the server's own CPU time per request (its processes'
    user + system time from /proc) and the ratios; ``--rounds`` repeats every scenario,
-   interleaved, and reports medians, because a shared machine drifts between scenarios.
+   interleaved, and reports medians, because a shared machine drifts between scenarios;
+5. measures, in process, what the model alone costs per account (prediction and TreeSHAP, one
+   thread) and prints the ceiling that TreeSHAP sets on requests with reasons.
 
 Run: ``.venv/bin/python benchmarks/serving.py [--seconds 10] [--rounds 3]``; needs ``wrk``
 (``apt-get install wrk``). Only 127.0.0.1 is ever loaded, for a bounded time.
@@ -80,8 +82,11 @@ def random_frame(n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def register_model(root: Path) -> str:
-    """Train and register a model like `churn train` does; returns the tracking URI."""
+def register_model(root: Path) -> tuple[str, dict]:
+    """Train and register a model like `churn train` does; returns the tracking URI and encoder.
+
+    The booster is also left at ``root / "booster.txt"``.
+    """
     from training.registry import ensure_experiment, log_and_register
 
     frame = random_frame(20_000, 1)
@@ -110,7 +115,27 @@ def register_model(root: Path) -> str:
         log_and_register(booster_path=booster_path, metadata=metadata, example=example,
                          example_proba=booster.predict(encoder.transform(example)),
                          model_name="churn-risk")
-    return uri
+    return uri, encoder.to_dict()
+
+
+def treeshap_cost(booster_path: Path, frame: pd.DataFrame, encoder_dict: dict) -> dict:
+    """In-process CPU per account of the model alone, one thread: prediction and TreeSHAP.
+
+    Measured on a batch (the cheapest case per row), it bounds what any server of this model can
+    do with reasons: even one that spent nothing else per request.
+    """
+    booster = lgb.Booster(model_file=str(booster_path))
+    X = FeatureEncoder.from_dict(encoder_dict).transform(frame)  # noqa: N806
+    out = {}
+    for key, kwargs in (("predict_ms", {}), ("treeshap_ms", {"pred_contrib": True})):
+        booster.predict(X[:50], num_threads=1, **kwargs)  # warm
+        best = float("inf")
+        for _ in range(3):
+            t = time.process_time()
+            booster.predict(X, num_threads=1, **kwargs)
+            best = min(best, (time.process_time() - t) / len(X) * 1000)
+        out[key] = best
+    return out
 
 
 def start(argv: list[str], env: dict[str, str], log: Path, ready_path: str, port: int,
@@ -199,7 +224,12 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="churn-serving-bench-"))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}, load {os.getloadavg()}")
-    uri = register_model(root)
+    uri, encoder = register_model(root)
+    cost = treeshap_cost(root / "booster.txt", random_frame(args.batch, 9), encoder)
+    cores = os.cpu_count() or 1
+    print(f"model alone, in process, one thread, per account: predict {cost['predict_ms']:.3f} ms,"
+          f" TreeSHAP (pred_contrib) {cost['treeshap_ms']:.3f} ms; TreeSHAP alone caps "
+          f"{cores} cores at {cores / cost['treeshap_ms'] * 1000:,.0f} explained accounts/s")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
     env.update(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -292,6 +322,9 @@ def main() -> None:
         print(f"\nratio single account (ours with reasons / mlflow), requests/s: "
               f"{show(per_round(single, single_ml, 'rps'))} (target >= 20x)")
         print(f"ratio single account without reasons: {show(per_round(bare, single_ml, 'rps'))}")
+        ceiling = (os.cpu_count() or 1) / cost["treeshap_ms"] * 1000 / med(single_ml, "rps")
+        print(f"ceiling with reasons: TreeSHAP alone, on every core and nothing else, would be "
+              f"{ceiling:.1f}x mlflow")
         if all(r["cpu_ms"] for r in results[single] + results[single_ml]):
             print("ratio single account with reasons, server CPU per request (mlflow / ours): "
                   + show([1 / x for x in per_round(single, single_ml, 'cpu_ms')]))
