@@ -183,8 +183,9 @@ def build_router(settings: ServingSettings, metrics: Metrics | None = None) -> A
             ge=1, le=1000, description="How many reasons per account [default: configured]")]
         = None,
     ) -> ScoreResponse:
-        # Async on purpose: scoring a batch is a few LightGBM calls on one thread (no I/O), and
-        # running it on the event loop avoids a thread hop per request.
+        # Async on purpose: scoring small requests is a few LightGBM calls (no I/O), and running
+        # them on the event loop avoids a thread hop per request; the batcher moves big requests
+        # to a thread so they do not hold up the loop.
         try:
             schema = (request_model if not model.extra_features else
                       score_request_model(settings.max_batch_size, model.extra_features))

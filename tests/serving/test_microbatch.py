@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 
 from serving.microbatch import MicroBatcher
 from serving.scoring import score_accounts
@@ -114,3 +115,35 @@ def test_max_rows_1_turns_batching_off(tiny_model):
 
     _run(main())
     assert score.calls == [(1, 0)] * 3
+
+
+def test_a_big_request_is_scored_off_the_event_loop(tiny_model):
+    """While a big request is being scored, the worker's loop still answers small requests (and
+    probes): the big one runs on a thread. On the loop it would block everything until done."""
+    started, release = threading.Event(), threading.Event()
+    threads: dict[int, int] = {}  # accounts -> thread that scored them
+
+    def score(model, accounts, reasons):
+        threads[len(accounts)] = threading.get_ident()
+        if len(accounts) >= 64:
+            started.set()
+            assert release.wait(10), "the big request held the loop"
+        return score_accounts(model, accounts, reasons=reasons)
+
+    batcher = MicroBatcher(score, max_rows=64)
+    big, small = _records(100, seed=5), _records(2, seed=6)
+
+    async def main():
+        big_task = asyncio.create_task(batcher.score(tiny_model, big, 2))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        small_answer = await asyncio.wait_for(batcher.score(tiny_model, small, 2), timeout=5)
+        assert not big_task.done()  # the small request overtook the big one
+        release.set()
+        return threading.get_ident(), small_answer, await big_task
+
+    loop_thread, small_answer, big_answer = _run(main())
+    assert threads[2] == loop_thread != threads[100]
+    assert [a.account_id for a in small_answer] == [a for a, _ in small]
+    assert [dataclasses.asdict(a) for a in big_answer] == [
+        dataclasses.asdict(a) for a in score_accounts(tiny_model, big, reasons=2)]
