@@ -15,7 +15,9 @@ What it does, in one run (so both sides see the same machine load):
    user + system time from /proc) and the ratios; ``--rounds`` repeats every scenario,
    interleaved, and reports medians, because a shared machine drifts between scenarios;
 5. measures, in process, what the model alone costs per account (prediction and TreeSHAP, one
-   thread) and prints the ceiling that TreeSHAP sets on requests with reasons.
+   thread) and prints the ceiling that TreeSHAP sets on requests with reasons;
+6. in every round, a mixed load per server: single accounts on 8 connections while batches run on
+   2 others (ours with reasons on both), to show what small requests suffer from big ones.
 
 Run: ``.venv/bin/python benchmarks/serving.py [--seconds 10] [--rounds 3]``; needs ``wrk``
 (``apt-get install wrk``). Only 127.0.0.1 is ever loaded, for a bounded time.
@@ -192,16 +194,40 @@ def wait_idle(session: int, timeout: float = 120.0) -> None:
         last = now
 
 
-def wrk(url: str, body: str, seconds: float, connections: int, workdir: Path) -> dict:
+def _wrk_argv(url: str, body: str, seconds: float, connections: int, workdir: Path) -> list[str]:
     script = workdir / f"body-{abs(hash(body))}.lua"
     script.write_text(LUA % body)
-    duration = f"-d{max(1, round(seconds))}s"
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", duration, "--timeout", "10s",
-                          "-s", str(script), url], capture_output=True, text=True, check=True)
-    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+    return ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+            "-s", str(script), url]
+
+
+def _wrk_result(stdout: str) -> dict:
+    line = next(x for x in stdout.splitlines() if x.startswith("RESULT "))
     r = json.loads(line[len("RESULT "):])
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     return r
+
+
+def wrk(url: str, body: str, seconds: float, connections: int, workdir: Path) -> dict:
+    out = subprocess.run(_wrk_argv(url, body, seconds, connections, workdir),
+                         capture_output=True, text=True, check=True)
+    return _wrk_result(out.stdout)
+
+
+def wrk_mixed(small: tuple[str, str], big: tuple[str, str], seconds: float, workdir: Path
+              ) -> tuple[dict, dict]:
+    """Single accounts (url, body) on 8 connections while big batches run on 2 others: what a CS
+    tool's lookups see while a nightly sync scores the portfolio on the same server."""
+    background = subprocess.Popen(_wrk_argv(*big, seconds + 2, 2, workdir),
+                                  stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # the big requests are in flight before the small ones start
+        small_result = wrk(*small, seconds, 8, workdir)
+        out, _ = background.communicate(timeout=seconds + 60)
+    finally:
+        if background.poll() is None:
+            background.kill()
+    return small_result, _wrk_result(out)
 
 
 def records(frame: pd.DataFrame) -> list[dict]:
@@ -276,6 +302,11 @@ def main() -> None:
             (f"mlflow models serve, {args.batch} accounts", theirs, mlflow_url, batch_mlflow,
              args.batch),
         ]
+        mixed_scenarios = [
+            ("ours, with reasons", ours, (ours_url, one), (ours_url, batch)),
+            ("mlflow models serve", theirs, (mlflow_url, one_mlflow), (mlflow_url, batch_mlflow)),
+        ]
+        mixed: dict[str, list[tuple[dict, dict]]] = {name: [] for name, *_ in mixed_scenarios}
         results: dict[str, list[dict]] = {name: [] for name, *_ in scenarios}
         for round_ in range(1, args.rounds + 1):
             print(f"round {round_} of {args.rounds} (load {os.getloadavg()[0]:.1f})", flush=True)
@@ -296,6 +327,15 @@ def main() -> None:
                 print(f"  {name:45s} {r['rps']:9.1f} req/s {r['accounts_per_s']:10.0f} "
                       f"accounts/s  p50 {r['p50_us'] / 1000:7.2f} ms  p99 "
                       f"{r['p99_us'] / 1000:7.2f} ms  errors {r['errors']}{cpu}", flush=True)
+            for name, server, small, big_body in mixed_scenarios:
+                wait_idle(server.pid)
+                one_r, big_r = wrk_mixed(small, big_body, args.seconds, root)
+                wait_idle(server.pid)
+                mixed[name].append((one_r, big_r))
+                print(f"  mixed, {name:38s} 1 account: {one_r['rps']:7.1f} req/s  p50 "
+                      f"{one_r['p50_us'] / 1000:7.2f} ms  p99 {one_r['p99_us'] / 1000:7.2f} ms; "
+                      f"meanwhile {big_r['rps']:.1f} batches/s  errors "
+                      f"{one_r['errors'] + big_r['errors']}", flush=True)
 
         def med(name: str, key: str) -> float:
             return float(np.median([r[key] for r in results[name]]))
@@ -335,6 +375,13 @@ def main() -> None:
         print(f"batches of {args.batch} without reasons: {med(big, 'accounts_per_s'):,.0f} "
               f"accounts/s (rounds: {rates}; target >= 40,000); "
               f"{show(per_round(big, big_ml, 'rps'))} mlflow")
+        print(f"\nmixed load, 1 account on 8 connections while batches of {args.batch} run on 2 "
+              f"others (median of {args.rounds} round(s)):")
+        for name, runs in mixed.items():
+            print(f"  {name:22s} 1 account: {np.median([a['rps'] for a, _ in runs]):7.1f} req/s  p50 "
+                  f"{np.median([a['p50_us'] for a, _ in runs]) / 1000:7.2f} ms  p99 "
+                  f"{np.median([a['p99_us'] for a, _ in runs]) / 1000:7.2f} ms; batches "
+                  f"{np.median([b['rps'] for _, b in runs]):.1f}/s")
         print(f"load after: {os.getloadavg()}")
     finally:
         stop(ours)
