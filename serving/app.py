@@ -283,21 +283,23 @@ def serve(settings: ServingSettings | None = None) -> None:
     """Run the API with uvicorn (blocks until the server stops). Used by ``churn serve``."""
     import uvicorn
 
-    settings = settings or get_settings()
-    if settings.workers > 1 and sys.platform.startswith("linux"):
-        # Each worker rebuilds the settings from the env and listens on its own SO_REUSEPORT
-        # socket, so that connections are spread over the workers (see serving.workers).
-        from serving.workers import run_workers
+    from serving.workers import claim_port, run_workers
 
-        _export_env(settings)
-        run_workers(settings.host, settings.port, settings.workers, settings.log_level.lower())
-    elif settings.workers > 1:
-        # Elsewhere SO_REUSEPORT does not balance connections: uvicorn's shared socket, with its
-        # per-worker metrics (docs/serving.md).
-        _export_env(settings)
-        uvicorn.run("serving.app:create_app", factory=True, host=settings.host,
-                    port=settings.port, workers=settings.workers,
-                    log_level=settings.log_level.lower())
-    else:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_level=settings.log_level.lower())
+    settings = settings or get_settings()
+    # Taken before anything loads: a second server refused now, not after its model load.
+    with claim_port(settings.host, settings.port):
+        if settings.workers > 1 and sys.platform.startswith("linux"):
+            # Each worker rebuilds the settings from the env and listens on its own
+            # SO_REUSEPORT socket, so connections are spread over the workers (serving.workers).
+            _export_env(settings)
+            run_workers(settings.host, settings.port, settings.workers, settings.log_level.lower())
+        elif settings.workers > 1:
+            # Elsewhere SO_REUSEPORT does not balance connections: uvicorn's shared socket,
+            # with its per-worker metrics (docs/serving.md).
+            _export_env(settings)
+            uvicorn.run("serving.app:create_app", factory=True, host=settings.host,
+                        port=settings.port, workers=settings.workers,
+                        log_level=settings.log_level.lower())
+        else:
+            uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                        log_level=settings.log_level.lower())

@@ -13,6 +13,8 @@ model is loaded), so no connection waits on a worker that is still loading. The 
 restarts a worker that dies while serving, stops everything when a worker fails before it is up
 (a bad configuration fails the same way every time) and passes SIGINT/SIGTERM on for a graceful
 shutdown; if the supervisor itself is killed, the kernel stops its workers (``PR_SET_PDEATHSIG``).
+A second server on the same port is refused, also while the first one is still loading
+(:func:`claim_port`).
 Linux only: other systems accept ``SO_REUSEPORT`` without balancing connections
 (:func:`serving.app.serve` falls back to uvicorn's workers there).
 
@@ -24,14 +26,17 @@ dropped, its counters kept.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -72,6 +77,35 @@ def check_port_free(host: str, port: int) -> None:
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
+
+
+@contextlib.contextmanager
+def claim_port(host: str, port: int) -> Iterator[None]:
+    """Hold ``port`` for this ``churn serve`` while the block runs; ``OSError`` if another holds it.
+
+    The port check alone leaves a window: a worker binds its socket before it loads the model and
+    listens only afterwards, and Linux lets a bind with ``SO_REUSEADDR`` (the probe's) share a
+    port nobody listens on yet. A second ``churn serve`` started during the first one's model
+    load would pass the probe, and its workers would join the first one's through
+    ``SO_REUSEPORT``. So the supervisor also takes a name in Linux's abstract Unix-socket
+    namespace, one per port (whatever the host: a server on 127.0.0.1 would take local traffic
+    from one on 0.0.0.0 of the same port). The kernel releases it when the process ends, however
+    it ends, so a crash leaves nothing to clean up. Elsewhere this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lock.bind(f"\0churn-serve:{port}")
+    except OSError as exc:
+        lock.close()
+        raise OSError(f"cannot listen on {host}:{port}: address already in use by another "
+                      "churn serve (starting or running)") from exc
+    try:
+        yield
+    finally:
+        lock.close()
 
 
 def _exit_with_supervisor(supervisor: int) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from serving.loader import load_model
 from serving.scoring import score_accounts
-from tests.servers import clean_env, uvicorn_factory_argv
+from tests.servers import clean_env, free_port, uvicorn_factory_argv
 from tests.serving.conftest import MAX_BATCH, register_model_dir, start_server
 
 pytestmark = pytest.mark.e2e
@@ -381,8 +381,8 @@ def test_serve_with_two_workers(local_registry, server_workdir):
         assert not _sockets(port, "0A")
 
 
-def assert_serve_refuses(port: int, tracking_uri: str, cwd: Path) -> None:
-    """A 2-worker `serve` on ``port`` exits with a clear error naming the port."""
+def assert_serve_refuses(port: int, tracking_uri: str, cwd: Path) -> str:
+    """A 2-worker `serve` on ``port`` exits with a clear error naming the port (returned)."""
     code = ("from serving.app import serve; from serving.settings import ServingSettings; "
             f"serve(ServingSettings(host='127.0.0.1', port={port}, workers=2, "
             f"tracking_uri={tracking_uri!r}))")
@@ -390,6 +390,7 @@ def assert_serve_refuses(port: int, tracking_uri: str, cwd: Path) -> None:
                          timeout=120, cwd=cwd, env=clean_env({}))
     assert out.returncode != 0
     assert f"127.0.0.1:{port}" in out.stderr and "in use" in out.stderr.lower(), out.stderr
+    return out.stderr
 
 
 def test_serve_refuses_a_port_in_use(local_registry, tmp_path):
@@ -398,6 +399,56 @@ def test_serve_refuses_a_port_in_use(local_registry, tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         assert_serve_refuses(taken.getsockname()[1], local_registry.tracking_uri, tmp_path)
+
+
+def _bound_socket_count(pid: int) -> int:
+    try:
+        return sum(os.readlink(fd).startswith("socket:") for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT workers are Linux-only")
+def test_serve_refuses_a_port_whose_server_is_still_loading(tmp_path):
+    """The window before a server listens: its workers have bound the port (with SO_REUSEPORT)
+    but are still loading the model. A second server started then is refused too; before, it
+    passed the port check and its workers joined the first one's."""
+    with socket.socket() as registry:  # a tracking server that never answers: loading hangs
+        registry.bind(("127.0.0.1", 0))
+        registry.listen()
+        tracking_uri = f"http://127.0.0.1:{registry.getsockname()[1]}"
+        port = free_port()
+        code = ("from serving.app import serve; from serving.settings import ServingSettings; "
+                f"serve(ServingSettings(host='127.0.0.1', port={port}, workers=2, "
+                f"tracking_uri={tracking_uri!r}))")
+        log = tmp_path / "first.log"
+        with log.open("wb") as fh:
+            first = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=fh,
+                                     stderr=subprocess.STDOUT, env=clean_env({}),
+                                     start_new_session=True)
+        try:
+            # Wait until both workers hold a socket: they bind the port before loading (the
+            # supervisor's other child, multiprocessing's resource tracker, holds none).
+            deadline = time.monotonic() + 60
+            workers: list[int] = []
+            while len(workers) < 2 and time.monotonic() < deadline and first.poll() is None:
+                workers = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/stat")
+                           if _parent_pid(p) == first.pid and _bound_socket_count(int(p.parent.name))]
+                time.sleep(0.1)
+            assert len(workers) == 2, log.read_text()
+            out = assert_serve_refuses(port, tracking_uri, tmp_path)
+            assert "another churn serve" in out
+            assert first.poll() is None and not _sockets(port, "0A"), "the first one must still be loading"
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+
+
+def _parent_pid(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def test_concurrent_requests_match_sequential_ones(api):
