@@ -17,6 +17,13 @@ takes about half a second, and on the event loop it would hold up health probes 
 request of that worker meanwhile. LightGBM releases the GIL while it predicts and explains.
 Requests are only batched with requests for the same model object and the same number of
 reasons, so a hot reload or ``?explain=false`` never mixes answers.
+
+Big requests queue for that thread, so a client that sends many at once (a sync with too many
+parallel calls) would wait longer and longer while the worker computes answers its timeout may
+already have given up on. With ``max_queued_rows`` set, a big request that would take the
+worker's big-request queue (scoring or waiting) beyond that many accounts is refused with
+:class:`Overloaded` (the API answers 503 with ``Retry-After``) unless the queue is empty. Small
+requests are never refused: they are scored on the loop, not queued.
 """
 
 from __future__ import annotations
@@ -29,6 +36,17 @@ from typing import Any
 
 from serving.loader import LoadedModel
 from serving.scoring import AccountInput, AccountScore
+
+
+class Overloaded(RuntimeError):
+    """The worker's queue of big requests is full; the client should retry later."""
+
+    def __init__(self, queued: int, limit: int, accounts: int) -> None:
+        super().__init__(f"this worker is busy: {queued:,} accounts of big requests are queued "
+                         f"(limit {limit:,}), so these {accounts:,} were not accepted; retry "
+                         "shortly or send fewer requests in parallel")
+        self.queued, self.limit = queued, limit
+
 
 #: ``(model, accounts, reasons) -> one score per account, in order``.
 ScoreFn = Callable[[LoadedModel, Sequence[AccountInput], int], list[AccountScore]]
@@ -46,11 +64,15 @@ class _Batch:
 class MicroBatcher:
     """Batches concurrent scoring requests of one event loop (see the module docstring)."""
 
-    def __init__(self, score: ScoreFn, *, max_rows: int = 64,
+    def __init__(self, score: ScoreFn, *, max_rows: int = 64, max_queued_rows: int = 0,
                  on_batch: Callable[[int, int], Any] | None = None) -> None:
-        """``on_batch(requests, accounts)`` is called for every model call (for metrics)."""
+        """``on_batch(requests, accounts)`` is called for every model call (for metrics);
+        ``max_queued_rows`` bounds the big-request queue (0 = unbounded)."""
         self._score = score
         self.max_rows = max_rows
+        self.max_queued_rows = max_queued_rows
+        #: Accounts of big requests accepted and not yet answered (scoring or waiting).
+        self.queued_rows = 0
         self._on_batch = on_batch
         self._open: dict[tuple[int, int], _Batch] = {}
         # One thread: big requests are scored one after the other, as they were on the loop, so
@@ -61,8 +83,7 @@ class MicroBatcher:
                     ) -> list[AccountScore]:
         """The scores of ``accounts``, computed together with the requests queued meanwhile."""
         if len(accounts) >= self.max_rows:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._big, self._run, model, accounts, reasons, 1)
+            return await self._score_big(model, accounts, reasons)
         key = (id(model), reasons)
         batch = self._open.get(key)
         if batch is None or batch.model is not model:
@@ -74,6 +95,18 @@ class MicroBatcher:
         if batch.rows >= self.max_rows:
             self._flush(key, batch)
         return await future
+
+    async def _score_big(self, model: LoadedModel, accounts: Sequence[AccountInput],
+                         reasons: int) -> list[AccountScore]:
+        n = len(accounts)
+        if self.max_queued_rows and self.queued_rows and self.queued_rows + n > self.max_queued_rows:
+            raise Overloaded(self.queued_rows, self.max_queued_rows, n)
+        self.queued_rows += n
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._big, self._run, model, accounts, reasons, 1)
+        finally:
+            self.queued_rows -= n
 
     def _run(self, model: LoadedModel, accounts: Sequence[AccountInput], reasons: int,
              requests: int) -> list[AccountScore]:

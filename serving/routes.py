@@ -20,7 +20,7 @@ from pydantic_core import to_json
 from features.definitions import catalogue_by_name
 from serving.auth import require_api_key
 from serving.loader import LoadedModel
-from serving.microbatch import MicroBatcher
+from serving.microbatch import MicroBatcher, Overloaded
 from serving.observability import Metrics
 from serving.schemas import (
     FeatureInfo,
@@ -163,14 +163,17 @@ def build_router(settings: ServingSettings, metrics: Metrics | None = None) -> A
         return score_accounts(model, accounts, settings.health_weights, bands, reasons=top,
                               policy=policy)
 
-    batcher = MicroBatcher(score, max_rows=settings.micro_batch_rows, on_batch=(
+    batcher = MicroBatcher(score, max_rows=settings.micro_batch_rows,
+                           max_queued_rows=settings.max_queued_accounts, on_batch=(
         None if batch_sizes is None else lambda requests, _: batch_sizes.observe(requests)))
 
     @v1.post(
         "/scores", response_model=ScoreResponse, tags=["scores"],
         summary="Churn probability, reasons and health score of up to max_batch_size accounts",
         responses={413: {"model": Problem, "description": "Too many accounts in one request"},
-                   **UNAVAILABLE},
+                   503: {"model": Problem, "description": "No model is loaded (see /readyz), or "
+                         "the worker's queue of big requests is full (retry after Retry-After "
+                         "seconds)"}},
         # The body is parsed by pydantic-core straight from the bytes (JSON parsing and
         # validation in one pass, about twice as fast as json.loads + validation on a batch of
         # 1,000); the schema is still documented (create_app adds ScoreRequest to components).
@@ -196,7 +199,11 @@ def build_router(settings: ServingSettings, metrics: Metrics | None = None) -> A
             ) from None
         accounts = [(a.account_id, a.features.__dict__) for a in body.accounts]
         top = (reasons or config.reasons_top) if explain else 0
-        results = await batcher.score(model, accounts, top)
+        try:
+            results = await batcher.score(model, accounts, top)
+        except Overloaded as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc),
+                                headers={"Retry-After": "1"}) from None
         metrics.observe_scores([r.churn_probability for r in results],
                                [r.health_score for r in results])
         payload = {"model_name": model.name, "model_version": model.version,

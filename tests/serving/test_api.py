@@ -500,3 +500,35 @@ def test_mapped_features_keep_input_hygiene(mapped_api):
     assert r.status_code == 422 and "key_unknown_30d" in r.text
     assert post({"channel": 3}).status_code == 422  # a category takes strings
     assert post({"key_report_views_30d": "many"}).status_code == 422
+
+
+# --- overload ---------------------------------------------------------------------------------
+
+def test_big_requests_beyond_the_queue_limit_get_503_with_retry_after(local_registry,
+                                                                      server_workdir):
+    """Many big requests at once on one worker: while one is scored, the others do not fit the
+    queue (limit 1 account) and are refused with 503, Retry-After and a message that does not echo
+    the payload; the worker still answers single accounts, and big requests again once idle."""
+    env = {"CHURN_TRACKING_URI": local_registry.tracking_uri,
+           "CHURN_MODEL_URI": "models:/churn-risk@champion", "CHURN_MICRO_BATCH_ROWS": "2",
+           "CHURN_MAX_QUEUED_ACCOUNTS": "1", "CHURN_REASONS_TOP": "200"}
+    accounts = [{"account_id": f"SECRET-{i}", "features": {
+        **ACCOUNT["features"], "active_days_30d": i % 31}} for i in range(1000)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with start_server(uvicorn_factory_argv, env, server_workdir, ready=True) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as client:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            # Every reason of every account: each batch keeps the worker's thread busy a while.
+            answers = list(pool.map(lambda _: client.post("/v1/scores", json={
+                "accounts": accounts}), range(8)))
+            single = client.post("/v1/scores", json={"accounts": [ACCOUNT]})
+        codes = sorted(r.status_code for r in answers)
+        assert set(codes) == {200, 503}, codes
+        for r in answers:
+            if r.status_code == 503:
+                assert r.headers["retry-after"] == "1"
+                assert "busy" in r.json()["detail"] and "SECRET" not in r.text
+        assert single.status_code == 200, single.text
+        again = client.post("/v1/scores", json={"accounts": accounts[:100]})
+        assert again.status_code == 200 and len(again.json()["scores"]) == 100

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import threading
 
-from serving.microbatch import MicroBatcher
+from serving.microbatch import MicroBatcher, Overloaded
 from serving.scoring import score_accounts
 from tests.serving.test_scoring import _records
 
@@ -147,3 +147,43 @@ def test_a_big_request_is_scored_off_the_event_loop(tiny_model):
     assert [a.account_id for a in small_answer] == [a for a, _ in small]
     assert [dataclasses.asdict(a) for a in big_answer] == [
         dataclasses.asdict(a) for a in score_accounts(tiny_model, big, reasons=2)]
+
+
+def test_a_full_big_request_queue_refuses_big_requests_but_not_small_ones(tiny_model):
+    """With ``max_queued_rows``, a big request that would overfill the queue is refused at once
+    (the API's 503), small requests are still answered, and once the queue drains big requests are
+    accepted again; an idle worker accepts a big request of any size."""
+    started, release = threading.Event(), threading.Event()
+
+    def score(model, accounts, reasons):
+        if len(accounts) >= 64 and not release.is_set():
+            started.set()
+            assert release.wait(10)
+        return score_accounts(model, accounts, reasons=reasons)
+
+    batcher = MicroBatcher(score, max_rows=64, max_queued_rows=150)
+    big, small = _records(100, seed=7), _records(2, seed=8)
+
+    async def main():
+        first = asyncio.create_task(batcher.score(tiny_model, big, 1))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        assert batcher.queued_rows == 100
+        try:
+            await batcher.score(tiny_model, big, 1)  # 100 + 100 > 150
+        except Overloaded as exc:
+            refused = exc
+        else:
+            raise AssertionError("the second big request was accepted")
+        answered = await asyncio.wait_for(batcher.score(tiny_model, small, 1), timeout=5)
+        release.set()
+        await first
+        assert batcher.queued_rows == 0
+        again = await batcher.score(tiny_model, big, 1)
+        whole = await batcher.score(tiny_model, _records(200, seed=9), 1)  # > 150, queue empty
+        return refused, answered, again, whole
+
+    refused, answered, again, whole = _run(main())
+    assert (refused.queued, refused.limit) == (100, 150)
+    assert "busy" in str(refused) and "retry" in str(refused)
+    assert len(answered) == 2 and len(again) == 100 and len(whole) == 200
