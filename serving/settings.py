@@ -115,7 +115,7 @@ class ServingSettings(BaseSettings):
         64, ge=1, description="Concurrent requests of fewer accounts than this are scored "
         "together, up to this many accounts per model call (1 = no micro-batching)")
     max_queued_accounts: int = Field(
-        10_000, ge=0, description="Accounts of big requests (micro_batch_rows or more) a worker "
+        20_000, ge=0, description="Accounts of big requests (micro_batch_rows or more) a worker "
         "holds, scoring or waiting, before it answers 503 with Retry-After (0 = no limit)")
     max_body_bytes: int = Field(
         4_000_000, ge=1024, description="Largest request body accepted (413 above it)")
