@@ -10,6 +10,9 @@ import pytest
 from features.contract import Tables
 from features.synthetic import generate, write_tables
 
+#: The shared data sets (``../shared/data`` beside the project).
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
 
 @pytest.fixture(scope="session")
 def small_tables() -> Tables:
@@ -21,6 +24,19 @@ def small_tables() -> Tables:
 def default_tables() -> Tables:
     """The generator's default data (what `churn demo` uses)."""
     return generate()
+
+
+@pytest.fixture(scope="session")
+def sim_dev_tables() -> Tables:
+    """The shared sim-dev data set (8.8 M events) through its shipped mapping. Loaded once per
+    session: a features test and the training quality floor both read it, and a load takes about
+    15 s. Tests must not modify it."""
+    path = SHARED_DATA / "sim-dev"
+    if not path.is_dir():
+        pytest.skip(f"shared data set not found at {path}")
+    from features.mapping import MAPPINGS_DIR, load_mapped
+
+    return load_mapped(MAPPINGS_DIR / "sim-dev.yaml", path)
 
 
 @pytest.fixture(scope="session")

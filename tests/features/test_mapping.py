@@ -12,7 +12,7 @@ from features.builder import build_features
 from features.contract import DataContractError, load_tables
 from features.definitions import feature_names
 from features.labels import LabelConfig, training_observations
-from features.mapping import MAPPINGS_DIR, load_mapped
+from features.mapping import load_mapped
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SIM_DEV = SHARED / "sim-dev"
@@ -25,9 +25,8 @@ def _need(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def sim_dev():
-    _need(SIM_DEV)
-    return load_mapped(MAPPINGS_DIR / "sim-dev.yaml", SIM_DEV)
+def sim_dev(sim_dev_tables):
+    return sim_dev_tables
 
 
 def test_sim_dev_mapping_keeps_every_event(sim_dev) -> None:

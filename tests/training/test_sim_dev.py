@@ -6,9 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from features.mapping import load_mapped
 from serving.batch import score_frame
 from serving.loader import load_model
 from serving.settings import ServingSettings
@@ -16,13 +13,10 @@ from training.config import TrainConfig
 from training.pipeline import run_training, scoring_frame
 
 REPO = Path(__file__).resolve().parents[2]
-SIM_DEV = REPO.parent / "shared" / "data" / "sim-dev"
 
 
-def test_sim_dev_beats_its_baselines(tmp_path: Path) -> None:
-    if not SIM_DEV.is_dir():
-        pytest.skip(f"shared data set not found at {SIM_DEV}")
-    tables = load_mapped(REPO / "features" / "mappings" / "sim-dev.yaml", SIM_DEV)
+def test_sim_dev_beats_its_baselines(sim_dev_tables, tmp_path: Path) -> None:
+    tables = sim_dev_tables
     config = TrainConfig.from_yaml(REPO / "training" / "configs" / "sim-dev.yaml")
     result = run_training(tables, config, tracking=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert result.test_dates == ["2020-06-01"] and result.validation_dates == ["2020-05-01"]
