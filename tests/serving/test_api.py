@@ -444,6 +444,33 @@ def test_serve_refuses_a_port_whose_server_is_still_loading(tmp_path):
             first.wait()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the claim is Linux-only")
+def test_port_claim_is_exclusive_and_a_forbidden_claim_only_warns(monkeypatch, caplog):
+    """A second claim of a port is refused until the first is released. Where the abstract
+    socket namespace is forbidden (a sandbox: EACCES), the server starts without the check."""
+    import errno
+
+    from serving import workers
+
+    port = free_port()
+    with workers.claim_port("127.0.0.1", port):
+        with pytest.raises(OSError, match=f"127.0.0.1:{port}: address already in use"), \
+                workers.claim_port("127.0.0.1", port):
+            pass
+    with workers.claim_port("127.0.0.1", port):  # released: free again
+        pass
+
+    class Forbidden(socket.socket):
+        def bind(self, address):
+            raise PermissionError(errno.EACCES, "forbidden by the sandbox")
+
+    monkeypatch.setattr(workers.socket, "socket", Forbidden)
+    with caplog.at_level("WARNING", logger="churn.serving.workers"), \
+            workers.claim_port("127.0.0.1", port):
+        pass
+    assert any(getattr(r, "event", None) == "port_claim_failed" for r in caplog.records)
+
+
 def _parent_pid(stat: Path) -> int | None:
     try:
         return int(stat.read_text().rsplit(")", 1)[1].split()[1])
