@@ -88,8 +88,8 @@ def claim_port(host: str, port: int) -> Iterator[None]:
     listens only afterwards, and Linux lets a bind with ``SO_REUSEADDR`` (the probe's) share a
     port nobody listens on yet. A second ``churn serve`` started during the first one's model
     load would pass the probe, and its workers would join the first one's through
-    ``SO_REUSEPORT``. So the supervisor also takes a name in Linux's abstract Unix-socket
-    namespace, one per port (whatever the host: a server on 127.0.0.1 would take local traffic
+    ``SO_REUSEPORT``. So :func:`serving.app.serve` also takes a name in Linux's abstract
+    Unix-socket namespace, one per port (whatever the host: a server on 127.0.0.1 would take local traffic
     from one on 0.0.0.0 of the same port). The kernel releases it when the process ends, however
     it ends, so a crash leaves nothing to clean up. Elsewhere this does nothing.
     """
