@@ -24,35 +24,30 @@ def _need(path: Path) -> None:
         pytest.skip(f"shared data set not found at {path}")
 
 
-@pytest.fixture(scope="module")
-def sim_dev(sim_dev_tables):
-    return sim_dev_tables
-
-
-def test_sim_dev_mapping_keeps_every_event(sim_dev) -> None:
+def test_sim_dev_mapping_keeps_every_event(sim_dev_tables) -> None:
     # The README's summary: 6451 accounts, 28793 subscriptions, 8,818,235 events.
-    assert len(sim_dev.accounts) == 6451
-    assert len(sim_dev.subscriptions) == 28793
-    ev = sim_dev.usage_events
+    assert len(sim_dev_tables.accounts) == 6451
+    assert len(sim_dev_tables.subscriptions) == 28793
+    ev = sim_dev_tables.usage_events
     assert ev.quantity.sum() == 8_818_235  # identical rows collapsed, the counts kept
     assert len(ev) < 8_818_235 and not ev.duplicated(["account_id", "timestamp", "event"]).any()
     by_type = ev.groupby("event").quantity.sum()
     assert by_type["unfriend"] == 9587 and by_type["like"] == 2_979_487
-    assert sim_dev.churn.observed_until == pd.Timestamp("2020-07-01")
-    assert sim_dev.observed_until() == pd.Timestamp("2020-07-01")  # not the 07-31 of the events
+    assert sim_dev_tables.churn.observed_until == pd.Timestamp("2020-07-01")
+    assert sim_dev_tables.observed_until() == pd.Timestamp("2020-07-01")  # not the 07-31 of the events
 
 
-def test_sim_dev_labels_match_the_readme(sim_dev) -> None:
-    obs = training_observations(sim_dev, LabelConfig(horizon_days=30, grace_days=0),
+def test_sim_dev_labels_match_the_readme(sim_dev_tables) -> None:
+    obs = training_observations(sim_dev_tables, LabelConfig(horizon_days=30, grace_days=0),
                                 first="2020-06-01")
     # README: "113 churners among 5,303 accounts at 2020-06-01".
     assert len(obs) == 5303 and obs.churned.sum() == 113
 
 
-def test_sim_dev_key_event_features_count_each_type(sim_dev) -> None:
-    account = sim_dev.accounts.account_id.iloc[0]
+def test_sim_dev_key_event_features_count_each_type(sim_dev_tables) -> None:
+    account = sim_dev_tables.accounts.account_id.iloc[0]
     as_of = pd.Timestamp("2020-03-01")
-    frame = build_features(sim_dev, pd.DataFrame({"account_id": [account], "as_of": [as_of]}))
+    frame = build_features(sim_dev_tables, pd.DataFrame({"account_id": [account], "as_of": [as_of]}))
     with gzip.open(SIM_DEV / "events.csv.gz", "rt") as fh:
         raw = pd.read_csv(fh, nrows=20_000)  # sorted by account: the first account is all here
     raw = raw[raw.account_id.astype(str) == account]
@@ -62,14 +57,14 @@ def test_sim_dev_key_event_features_count_each_type(sim_dev) -> None:
             expected = ((raw.event_type == event) & (raw.event_date < as_of)
                         & (raw.event_date >= as_of - pd.Timedelta(days=days))).sum()
             assert frame[f"key_{event}_{days}d"].iloc[0] == expected, (event, days)
-    birth = pd.Timestamp(sim_dev.accounts.date_of_birth.iloc[0])
+    birth = pd.Timestamp(sim_dev_tables.accounts.date_of_birth.iloc[0])
     assert frame.age_years.iloc[0] == pytest.approx((as_of - birth).days / 365.25)
-    assert frame.channel.iloc[0] == sim_dev.accounts.channel.iloc[0]
+    assert frame.channel.iloc[0] == sim_dev_tables.accounts.channel.iloc[0]
     assert frame.key_features_used_30d.iloc[0] == sum(
         ((raw.event_type == e) & (raw.event_date < as_of)
          & (raw.event_date >= as_of - pd.Timedelta(days=30))).any()
-        for e in sim_dev.feature_config.key_events)
-    assert list(frame.columns[2:]) == feature_names(sim_dev.feature_config)
+        for e in sim_dev_tables.feature_config.key_events)
+    assert list(frame.columns[2:]) == feature_names(sim_dev_tables.feature_config)
 
 
 def test_ravenstack_mapping_converts_dates_lookups_and_churn_events() -> None:

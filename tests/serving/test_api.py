@@ -401,7 +401,7 @@ def test_serve_refuses_a_port_in_use(local_registry, tmp_path):
         assert_serve_refuses(taken.getsockname()[1], local_registry.tracking_uri, tmp_path)
 
 
-def _bound_socket_count(pid: int) -> int:
+def _socket_count(pid: int) -> int:
     try:
         return sum(os.readlink(fd).startswith("socket:") for fd in Path(f"/proc/{pid}/fd").iterdir())
     except OSError:
@@ -433,7 +433,7 @@ def test_serve_refuses_a_port_whose_server_is_still_loading(tmp_path):
             workers: list[int] = []
             while len(workers) < 2 and time.monotonic() < deadline and first.poll() is None:
                 workers = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/stat")
-                           if _parent_pid(p) == first.pid and _bound_socket_count(int(p.parent.name))]
+                           if _parent_pid(p) == first.pid and _socket_count(int(p.parent.name))]
                 time.sleep(0.1)
             assert len(workers) == 2, log.read_text()
             out = assert_serve_refuses(port, tracking_uri, tmp_path)
