@@ -51,6 +51,9 @@ from serving.store import ScoreStore
 
 #: At most this many validation errors are returned (a bad 1000-account batch could have 30k).
 MAX_REPORTED_ERRORS = 20
+#: Net allocations of container objects between two young-generation collections of the cyclic
+#: GC once the model is loaded (CPython's default is 700); see :func:`settle_gc`.
+GC_YOUNG_THRESHOLD = 20_000
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -214,6 +217,25 @@ def _document_request_body(app: FastAPI, request_model: type) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def settle_gc() -> None:
+    """Tune the cyclic garbage collector for serving, once the model is loaded.
+
+    * What is loaded by now (modules, the model, MLflow's objects) lives as long as the process:
+      ``gc.freeze()`` keeps full collections from rescanning it on every request.
+    * A request of 1,000 accounts holds over 10,000 container objects (the validated request,
+      the scores), and a worker has several such requests in flight. With CPython's default
+      young-generation threshold of 700 that set off about 17 young and 2 older collections per
+      request, each walking the other requests' live objects: about 18 % of a worker's CPU on
+      batches in a profile. The objects are freed by reference counting when the request ends
+      and are rarely in cycles, so collecting every :data:`GC_YOUNG_THRESHOLD` net allocations
+      costs little memory.
+    """
+    gc.freeze()
+    young, *older = gc.get_threshold()
+    if 0 < young < GC_YOUNG_THRESHOLD:  # 0 = the GC was turned off on purpose: leave it off
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *older)
+
+
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     """The API, configured by ``settings`` (default: :func:`get_settings`, i.e. ``CHURN_*``)."""
     settings = settings or get_settings()
@@ -222,10 +244,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(_load, app, settings)
-        # What is loaded by now (modules, the model, MLflow's objects) lives as long as the
-        # process: freezing it keeps the cyclic GC's full collections, which the many small
-        # objects of big batches trigger, from rescanning it on every request.
-        gc.freeze()
+        settle_gc()
         poller = None
         if settings.poll_seconds > 0 and alias_target(settings.model_uri) is not None:
             poller = asyncio.create_task(_poll(app, settings))

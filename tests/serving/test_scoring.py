@@ -136,3 +136,69 @@ def test_fast_encoding_equals_the_feature_encoder(tiny_model, n):
     expected = np.array([[r.get(name) is None for name in names] for r in records])
     expected[0, names.index("plan")] = True  # ... and listed as missing: the model saw none
     np.testing.assert_array_equal(missing, expected)
+
+
+def _collections_while_scoring(model, body: bytes, requests: int) -> int:
+    """Cyclic-GC collections while ``requests`` big requests are parsed and scored, each kept
+    alive (as a worker keeps the requests in flight)."""
+    import gc
+
+    from serving.schemas import score_request_model
+
+    schema = score_request_model(1000)
+    started: list[int] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    live = []
+    gc.callbacks.append(count)
+    try:
+        for _ in range(requests):
+            request = schema.model_validate_json(body)
+            scores = score_accounts(model, [(a.account_id, a.features.__dict__)
+                                            for a in request.accounts])
+            live.append((request, scores))
+    finally:
+        gc.callbacks.remove(count)
+    return len(started)
+
+
+def test_settled_gc_leaves_batch_requests_alone(tiny_model):
+    """After ``settle_gc`` (run once a worker's model is loaded) 1,000-account requests set off at
+    most one collection each; CPython's default threshold sets off over ten per request."""
+    import gc
+    import json
+
+    from serving.app import settle_gc
+
+    body = json.dumps({"accounts": [{"account_id": a, "features": r}
+                                    for a, r in _records(1000, seed=5)]}).encode()
+    default = gc.get_threshold()
+    try:
+        gc.set_threshold(700, *default[1:])
+        before = _collections_while_scoring(tiny_model, body, 4)
+        settle_gc()
+        after = _collections_while_scoring(tiny_model, body, 4)
+        assert gc.get_threshold()[1:] == default[1:]  # only the young generation is changed
+    finally:
+        gc.set_threshold(*default)
+        gc.unfreeze()
+    assert before > 4 * 10
+    assert after <= 4
+
+
+def test_settle_gc_leaves_a_disabled_threshold_off():
+    import gc
+
+    from serving.app import settle_gc
+
+    default = gc.get_threshold()
+    try:
+        gc.set_threshold(0)
+        settle_gc()
+        assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*default)
+        gc.unfreeze()
