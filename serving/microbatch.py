@@ -29,6 +29,7 @@ requests are never refused: they are scored on the loop, not queued.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,6 +60,12 @@ class _Batch:
     parts: list[tuple[Sequence[AccountInput], asyncio.Future[list[AccountScore]]]] = field(
         default_factory=list)
     rows: int = 0
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
+    """``fn(*args)`` on ``loop``'s thread, from any thread; nothing once the loop is closed."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)
 
 
 class MicroBatcher:
@@ -102,11 +109,16 @@ class MicroBatcher:
         if self.max_queued_rows and self.queued_rows and self.queued_rows + n > self.max_queued_rows:
             raise Overloaded(self.queued_rows, self.max_queued_rows, n)
         self.queued_rows += n
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._big, self._run, model, accounts, reasons, 1)
-        finally:
-            self.queued_rows -= n
+        loop = asyncio.get_running_loop()
+        work = self._big.submit(self._run, model, accounts, reasons, 1)
+        # Released when the thread is done with the request, not when its caller stops waiting:
+        # a request whose client went away is cancelled if it is still queued and otherwise
+        # still holds the thread, so it still counts until then.
+        work.add_done_callback(lambda _: _call_soon(loop, self._release, n))
+        return await asyncio.wrap_future(work)
+
+    def _release(self, rows: int) -> None:
+        self.queued_rows -= rows
 
     def _run(self, model: LoadedModel, accounts: Sequence[AccountInput], reasons: int,
              requests: int) -> list[AccountScore]:

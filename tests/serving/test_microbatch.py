@@ -187,3 +187,47 @@ def test_a_full_big_request_queue_refuses_big_requests_but_not_small_ones(tiny_m
     assert (refused.queued, refused.limit) == (100, 150)
     assert "busy" in str(refused) and "retry" in str(refused)
     assert len(answered) == 2 and len(again) == 100 and len(whole) == 200
+
+
+def test_a_cancelled_big_request_counts_until_the_thread_is_done_with_it(tiny_model):
+    """A big request whose caller stops waiting (client gone, shutdown) still counts against the
+    queue while the thread scores it, and one still waiting for the thread is never scored."""
+    started, release = threading.Event(), threading.Event()
+    scored: list[int] = []
+
+    def score(model, accounts, reasons):
+        scored.append(len(accounts))
+        if len(scored) == 1:
+            started.set()
+            assert release.wait(10)
+        return score_accounts(model, accounts, reasons=reasons)
+
+    batcher = MicroBatcher(score, max_rows=64, max_queued_rows=1000)
+
+    async def settle():
+        for _ in range(3):
+            await asyncio.sleep(0.01)
+
+    async def main():
+        running = asyncio.create_task(batcher.score(tiny_model, _records(100, seed=7), 0))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(batcher.score(tiny_model, _records(70, seed=8), 0))
+        await settle()
+        assert batcher.queued_rows == 170
+        waiting.cancel()
+        await settle()
+        assert batcher.queued_rows == 100  # never started: dropped and released
+        running.cancel()
+        await settle()
+        assert batcher.queued_rows == 100  # the thread is still scoring it
+        release.set()
+        for _ in range(500):
+            if batcher.queued_rows == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert batcher.queued_rows == 0
+        assert running.cancelled() and waiting.cancelled()
+
+    _run(main())
+    assert scored == [100]
