@@ -108,9 +108,9 @@ class MicroBatcher:
         n = len(accounts)
         if self.max_queued_rows and self.queued_rows and self.queued_rows + n > self.max_queued_rows:
             raise Overloaded(self.queued_rows, self.max_queued_rows, n)
-        self.queued_rows += n
         loop = asyncio.get_running_loop()
         work = self._big.submit(self._run, model, accounts, reasons, 1)
+        self.queued_rows += n  # after submit, which raises once the executor is shut down
         # Released when the thread is done with the request, not when its caller stops waiting:
         # a request whose client went away is cancelled if it is still queued and otherwise
         # still holds the thread, so it still counts until then.
