@@ -2,8 +2,9 @@
 
 What it does, in one run (so both sides see the same machine load):
 
-1. trains a LightGBM churn model on random values of the catalogue features (300 trees with the
-   hyperparameters ``churn train`` uses; the feature count is the catalogue's) and registers it
+1. trains a LightGBM churn model on random values of the catalogue features (300 trees, or
+   ``--trees``, with the hyperparameters ``churn train`` uses; the feature count is the
+   catalogue's) and registers it
    with ``training.registry`` -- the same pyfunc ``churn train`` logs -- in a temporary SQLite
    MLflow store;
 2. starts our server (``serving.app.serve``, 2 workers) and ``mlflow models serve`` for
@@ -85,7 +86,7 @@ def random_frame(n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def register_model(root: Path) -> tuple[str, dict]:
+def register_model(root: Path, trees: int = 300) -> tuple[str, dict]:
     """Train and register a model like `churn train` does; returns the tracking URI and encoder.
 
     The booster is also left at ``root / "booster.txt"``.
@@ -100,11 +101,11 @@ def register_model(root: Path) -> tuple[str, dict]:
     y = (np.random.default_rng(2).uniform(size=len(frame)) < 1 / (1 + np.exp(-logit))).astype(int)
     from training.config import TrainConfig
 
-    params = TrainConfig().lightgbm.params()  # the production hyperparameters, 300 rounds
+    params = TrainConfig().lightgbm.params()  # the production hyperparameters, `trees` rounds
     booster = lgb.train({**params, "num_threads": 2},
                         lgb.Dataset(X, y, feature_name=names,
                                     categorical_feature=encoder.categorical_indices),
-                        num_boost_round=300)
+                        num_boost_round=trees)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     experiment = ensure_experiment("serving-benchmark", uri)
@@ -243,6 +244,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--trees", type=int, default=300,
+                        help="Trees of the benchmark's model (the issue's targets are set for 300; "
+                             "`churn train` on the demo data stops early at about 160)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="Run every scenario this many times, interleaved; report medians")
     args = parser.parse_args()
@@ -252,7 +256,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="churn-serving-bench-"))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}, load {os.getloadavg()}")
-    uri, encoder = register_model(root)
+    uri, encoder = register_model(root, args.trees)
     cost = treeshap_cost(root / "booster.txt", random_frame(args.batch, 9), encoder)
     cores = os.cpu_count() or 1
     print(f"model alone, in process, one thread, per account: predict {cost['predict_ms']:.3f} ms,"
@@ -291,8 +295,8 @@ def main() -> None:
                        headers={"content-type": "application/json"}, timeout=30).json()
         b = b["predictions"][0]
         assert abs(a - b) < 1e-9, (a, b)
-        print(f"model: 300 trees (training defaults), {len(CATALOGUE)} features; both servers give p={a:.6f} "
-              "for the same account\n")
+        print(f"model: {args.trees} trees (training defaults), {len(CATALOGUE)} features; both "
+              f"servers give p={a:.6f} for the same account\n")
 
         scenarios = [
             ("ours, 1 account, health + reasons", ours, ours_url, one, 1),
@@ -361,6 +365,8 @@ def main() -> None:
             return (f"{float(np.median(ratios)):.1f}x (rounds: "
                     + ", ".join(f"{x:.1f}x" for x in ratios) + ")")
 
+        if args.trees != 300:
+            print(f"\nnote: a {args.trees}-tree model; the issue's targets are set for 300 trees")
         print(f"\nratio single account (ours with reasons / mlflow), requests/s: "
               f"{show(per_round(single, single_ml, 'rps'))} (target >= 20x)")
         print(f"ratio single account without reasons: {show(per_round(bare, single_ml, 'rps'))}")
