@@ -30,6 +30,10 @@ from serving.surveys import SurveyPolicy, survey_fields
 #: Numeric catalogue features: the inputs of the rule-based health components.
 NUMERIC_FEATURES = tuple(spec.name for spec in CATALOGUE if spec.dtype != "category")
 
+#: The health components, as the literal dicts of :func:`score_accounts` spell them.
+_COMPONENT_KEYS = ("usage", "engagement", "sentiment", "risk")
+assert set(_COMPONENT_KEYS) == set(COMPONENTS), "score_accounts spells out the components"
+
 #: One account to score: its id and its ``{feature: value}`` record (absent or None = missing).
 AccountInput = tuple[str, Mapping[str, Any]]
 
@@ -42,7 +46,7 @@ class Bands:
     health: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_BANDS))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AccountScore:
     """The score of one account."""
 
@@ -179,27 +183,34 @@ def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput],
     risk_bands = band_labels(probability, bands.risk)
     health_bands = band_labels(health, bands.health)
 
-    # Rounded once per column (NaN -> None), not once per value; rows of per-account tuples.
-    component_rows = list(zip(*([None if v != v else v for v in np.round(components[c], 2).tolist()]
-                                for c in COMPONENTS), strict=True))
-    weight_rows = list(zip(*(np.round(effective[c], 4).tolist() if c in effective
-                             else [0.0] * len(ids) for c in COMPONENTS), strict=True))
+    # Rounded once per column (NaN -> None), not once per value. Which components lack data
+    # takes few patterns (a bit per component), so their lists and notes are built per pattern.
+    comp = {c: [None if v != v else v for v in np.round(components[c], 2).tolist()]
+            for c in COMPONENTS}
+    applied = {c: np.round(effective[c], 4).tolist() if c in effective else [0.0] * len(ids)
+               for c in COMPONENTS}
+    pattern = np.zeros(len(ids), dtype=np.int64)
+    for k, c in enumerate(COMPONENTS):
+        pattern |= np.isnan(components[c]).astype(np.int64) << k
     health_list = [None if v != v else v for v in np.round(health, 2).tolist()]
     feature_names = model.encoder.feature_names
-    results = []
     raw_list = raw.tolist()
     probability_list = probability.tolist()
     rows, cols = np.nonzero(missing)
     missing_names: list[list[str]] = [[] for _ in ids]
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
         missing_names[r].append(feature_names[c])
-    notes: dict[tuple[str, ...], str | None] = {}  # few distinct patterns of missing components
-    for i, account_id in enumerate(ids):
-        comps = dict(zip(COMPONENTS, component_rows[i], strict=True))
-        without = [c for c, v in comps.items() if v is None]
-        key = tuple(without)
-        if key not in notes:
-            notes[key] = health_note(weights, without)
+    without_by_pattern: dict[int, tuple[list[str], str | None]] = {}
+    # Literal dicts per account below (twice as fast as dict(zip(...))); by name, so they stay
+    # right if COMPONENTS is reordered.
+    usage, engagement, sentiment, risk = (comp[c] for c in _COMPONENT_KEYS)
+    w_usage, w_engagement, w_sentiment, w_risk = (applied[c] for c in _COMPONENT_KEYS)
+    results = []
+    for i, (account_id, code) in enumerate(zip(ids, pattern.tolist(), strict=True)):
+        known = without_by_pattern.get(code)
+        if known is None:
+            without = [c for k, c in enumerate(COMPONENTS) if code >> k & 1]
+            known = without_by_pattern[code] = (without, health_note(weights, without))
         top = rest = None
         if contributions is not None:
             top = explainer.reasons(contributions[i], records[i], reasons)  # type: ignore[union-attr]
@@ -210,14 +221,16 @@ def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput],
             risk_band=risk_bands[i] or "",
             health_score=health_list[i],
             health_band=health_bands[i],
-            components=comps,
-            weights=dict(zip(COMPONENTS, weight_rows[i], strict=True)),
+            components={"usage": usage[i], "engagement": engagement[i],
+                        "sentiment": sentiment[i], "risk": risk[i]},
+            weights={"usage": w_usage[i], "engagement": w_engagement[i],
+                     "sentiment": w_sentiment[i], "risk": w_risk[i]},
             missing_features=missing_names[i],
-            components_without_data=without,
+            components_without_data=known[0].copy(),
             raw_score=raw_list[i],
             reasons=top,
             reasons_rest=rest,
-            health_note=notes[key],
+            health_note=known[1],
             quadrant=quads[i],
             survey_due_reasons=due[i],
         ))
