@@ -142,19 +142,28 @@ class LoadedModel:
                 rows = []
         if len(rows) != n:
             rows = [tuple(map(r.get, names)) for r in records]
-        columns = list(zip(*rows, strict=True))
+        return self.encode_columns(dict(zip(names, zip(*rows, strict=True), strict=True)), n)
+
+    def encode_columns(self, columns: Mapping[str, Sequence[Any]], n: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`encode` for ``n`` accounts sent column by column: ``{feature: n values}`` (None
+        = missing; a feature absent from ``columns`` is missing for every account)."""
+        names = self.encoder.feature_names
+        codes = self.category_codes
+        out = np.full((n, len(names)), np.nan, dtype=np.float64)
         for j, name in enumerate(names):
-            values = columns[j]
+            values = columns.get(name)
+            if values is None:
+                continue
             lookup = codes.get(name)
             if lookup is None:
-                out[:, j] = np.array(values, dtype=np.float64)
-                missing[:, j] = np.isnan(out[:, j])
+                out[:, j] = np.array(values, dtype=np.float64)  # None -> NaN
             else:
                 out[:, j] = [math.nan if v is None else
                              lookup.get(v if isinstance(v, str) else str(v), math.nan)
                              for v in values]
-                missing[:, j] = np.isnan(out[:, j])  # not sent, or a category not seen
-        return out, missing
+        # not sent, sent as null, or a category the model has not seen
+        return out, np.isnan(out)
 
     @property
     def calibration(self) -> dict[str, Any] | None:

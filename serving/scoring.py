@@ -14,7 +14,7 @@ not two.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,27 @@ assert set(_COMPONENT_KEYS) == set(COMPONENTS), "score_accounts spells out the c
 
 #: One account to score: its id and its ``{feature: value}`` record (absent or None = missing).
 AccountInput = tuple[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class AccountColumns:
+    """Accounts sent column by column: ``ids`` and ``{feature: one value per id}`` (None =
+    missing; a feature not in ``values`` is missing for every account). Big batches arrive this
+    way without a dict per account, which is most of what a batch of records costs to parse."""
+
+    ids: Sequence[str]
+    values: Mapping[str, Sequence[Any]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def record(self, i: int) -> dict[str, Any]:
+        """The ``{feature: value}`` record of the ``i``-th account."""
+        return {name: column[i] for name, column in self.values.items()}
+
+    def records(self) -> list[AccountInput]:
+        """The accounts as ``(account_id, record)`` pairs."""
+        return [(account_id, self.record(i)) for i, account_id in enumerate(self.ids)]
 
 
 @dataclass(frozen=True)
@@ -98,17 +119,20 @@ def _number(value: Any) -> float:
 
 
 def _health_columns(model: LoadedModel, matrix: np.ndarray,
-                    records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-    """Numeric feature columns for the health rules, reusing the encoded matrix where possible."""
+                    sent: Callable[[str], Sequence[Any] | None]) -> dict[str, np.ndarray]:
+    """Numeric feature columns for the health rules, reusing the encoded matrix where possible
+    (``sent(name)``: the values sent for a feature the model does not take, or None)."""
     columns: dict[str, np.ndarray] = {}
     categorical = model.encoder.categories_
+    n = len(matrix)
     for name in NUMERIC_FEATURES:
         j = model.feature_index.get(name)
         if j is not None and name not in categorical:
             columns[name] = matrix[:, j]
-        else:
-            columns[name] = np.fromiter((_number(r.get(name)) for r in records),
-                                        dtype=np.float64, count=len(records))
+            continue
+        values = sent(name)
+        columns[name] = (np.full(n, np.nan) if values is None else
+                         np.fromiter(map(_number, values), dtype=np.float64, count=n))
     return columns
 
 
@@ -144,12 +168,13 @@ def _sigmoid(raw: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-raw))
 
 
-def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput],
+def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput] | AccountColumns,
                    weights: Mapping[str, float] = DEFAULT_WEIGHTS,
                    bands: Bands | None = None, *, reasons: int = 0,
                    policy: SurveyPolicy | None = None,
                    explainer: Explainer | None = None) -> list[AccountScore]:
-    """Score ``accounts`` (``(account_id, {feature: value})`` pairs) with ``model``.
+    """Score ``accounts`` (``(account_id, {feature: value})`` pairs, or :class:`AccountColumns`)
+    with ``model``; both forms of the same accounts give the same scores.
 
     Args:
         weights: health component weights (see :data:`features.health.DEFAULT_WEIGHTS`).
@@ -158,14 +183,24 @@ def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput],
         policy: quadrant and survey-due thresholds.
         explainer: reuse one :class:`Explainer` per model (built here when not given).
     """
-    if not accounts:
+    if not len(accounts):
         return []
     bands = bands or Bands()
     policy = policy or SurveyPolicy()
-    ids = [account_id for account_id, _ in accounts]
-    records = [features for _, features in accounts]
+    if isinstance(accounts, AccountColumns):
+        ids = list(accounts.ids)
+        matrix, missing = model.encode_columns(accounts.values, len(ids))
+        sent = accounts.values.get
+        record = accounts.record
+    else:
+        ids = [account_id for account_id, _ in accounts]
+        records = [features for _, features in accounts]
+        matrix, missing = model.encode(records)
 
-    matrix, missing = model.encode(records)
+        def sent(name: str) -> list[Any]:
+            return [r.get(name) for r in records]
+
+        record = records.__getitem__
     contributions = None
     if reasons > 0:
         contributions = model.contributions(matrix)
@@ -174,10 +209,10 @@ def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput],
         raw = model.raw_score(matrix)
     probability = np.clip(model.probability(raw), 0.0, 1.0)
 
-    columns = _health_columns(model, matrix, records)
+    columns = _health_columns(model, matrix, sent)
     components = component_scores(columns, probability)
     health, effective = blend(components, weights)
-    quads, due = survey_fields(records, columns, policy)
+    quads, due = survey_fields(len(ids), columns, sent, policy)
     if contributions is not None and explainer is None:
         explainer = model.explainer
     risk_bands = band_labels(probability, bands.risk)
@@ -213,7 +248,7 @@ def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput],
             known = without_by_pattern[code] = (without, health_note(weights, without))
         top = rest = None
         if contributions is not None:
-            top = explainer.reasons(contributions[i], records[i], reasons)  # type: ignore[union-attr]
+            top = explainer.reasons(contributions[i], record(i), reasons)  # type: ignore[union-attr]
             rest = raw_list[i] - sum(r["contribution"] for r in top)
         results.append(AccountScore(
             account_id=account_id,

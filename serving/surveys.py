@@ -20,7 +20,7 @@ sends them, those values are used as sent; otherwise they are derived here from 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,14 +78,16 @@ def survey_due(days_since_survey: np.ndarray, tenure_days: np.ndarray,
             for o, b in zip(overdue.tolist(), onboarding.tolist(), strict=True)]
 
 
-def survey_fields(records: Sequence[Mapping[str, Any]], columns: Mapping[str, np.ndarray],
-                  policy: SurveyPolicy) -> tuple[list[str | None], list[list[str]]]:
-    """Quadrant and survey-due reasons per record: catalogue features when sent, else derived.
+def survey_fields(n: int, columns: Mapping[str, np.ndarray],
+                  sent: Callable[[str], Sequence[Any] | None], policy: SurveyPolicy
+                  ) -> tuple[list[str | None], list[list[str]]]:
+    """Quadrant and survey-due reasons of ``n`` accounts: catalogue features when sent, else
+    derived.
 
     ``columns`` holds the numeric features as float arrays (NaN = not sent), so the survey-due
-    flags are read from there (a flag above 0 = due); the quadrant, a category, from the records.
+    flags are read from there (a flag above 0 = due); the quadrant, a category, from ``sent(name)``:
+    the values sent for a feature, None when the request did not send it at all.
     """
-    n = len(records)
     nan = np.full(n, np.nan)
     quads = quadrants(columns.get("last_nps", nan),
                       columns.get("csat_satisfied_share_180d", nan), policy)
@@ -94,13 +96,13 @@ def survey_fields(records: Sequence[Mapping[str, Any]], columns: Mapping[str, np
     flags = [(name, np.asarray(columns[name], dtype=np.float64))
              for name in SURVEY_DUE_FEATURES if name in columns]
     if flags:
-        sent = np.zeros(n, dtype=bool)
+        given = np.zeros(n, dtype=bool)
         for _, flag in flags:
-            sent |= ~np.isnan(flag)
-        for i in np.flatnonzero(sent).tolist():
+            given |= ~np.isnan(flag)
+        for i in np.flatnonzero(given).tolist():
             due[i] = [name for name, flag in flags if flag[i] > 0]
     for name in QUADRANT_FEATURES:
-        for i, value in enumerate(record.get(name) for record in records):
+        for i, value in enumerate(sent(name) or ()):
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 quads[i] = str(value)
     return quads, due

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from features.health import COMPONENTS, DEFAULT_WEIGHTS, band, blend, component_scores
-from serving.scoring import Bands, band_labels, score_accounts
+from serving.scoring import AccountColumns, Bands, band_labels, score_accounts
 from tests.serving.conftest import random_feature_frame
 
 
@@ -50,6 +50,24 @@ def test_batch_equals_one_by_one(tiny_model):
     batch = score_accounts(tiny_model, accounts)
     single = [score_accounts(tiny_model, [a])[0] for a in accounts]
     assert batch == single
+
+
+@pytest.mark.parametrize("reasons", [0, 3])
+def test_columns_score_like_records(tiny_model, reasons):
+    # Features left out, sent as null, an unseen category, a quadrant sent as a feature and a
+    # feature outside the model: the column form must give exactly the record form's scores.
+    accounts = _records(30, seed=4) + [("full", FULL), ("empty", {}),
+                                       ("odd", {"plan": "platinum", "mrr": None,
+                                                "csat_nps_quadrant": "Wildcard",
+                                                "days_since_last_survey": 400})]
+    names = sorted({name for _, record in accounts for name in record})
+    columns = AccountColumns([a for a, _ in accounts],
+                             {n: [record.get(n) for _, record in accounts] for n in names})
+    by_records = score_accounts(tiny_model, accounts, reasons=reasons)
+    by_columns = score_accounts(tiny_model, columns, reasons=reasons)
+    assert by_columns == by_records
+    assert by_records[-1].quadrant == "Wildcard" and "plan" in by_records[-1].missing_features
+    assert columns.records() == [(a, {n: record.get(n) for n in names}) for a, record in accounts]
 
 
 def test_health_is_the_blend_of_components(tiny_model):
