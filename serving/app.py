@@ -45,7 +45,7 @@ from serving.loader import (
 from serving.observability import Metrics, RequestMiddleware, configure_logging
 from serving.observability import log as log
 from serving.routes import build_router
-from serving.schemas import score_request_model
+from serving.schemas import score_columns_model, score_request_model
 from serving.settings import ServingSettings, get_settings
 from serving.store import ScoreStore
 
@@ -85,7 +85,8 @@ def _message(error: dict[str, Any]) -> str:
 
 def _batch_too_large(errors: list[dict[str, Any]]) -> dict[str, Any] | None:
     for error in errors:
-        if error.get("type") == "too_long" and tuple(error.get("loc", ())) == ("body", "accounts"):
+        if error.get("type") == "too_long" and tuple(error.get("loc", ())) in (
+                ("body", "accounts"), ("body", "account_id")):
             return error
     return None
 
@@ -199,19 +200,20 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
                                    "header and the server log."}, status_code=500)
 
 
-def _document_request_body(app: FastAPI, request_model: type) -> None:
-    """Put the ``POST /v1/scores`` body schema into the OpenAPI components (the route reads the
-    raw body itself, so FastAPI does not see the model)."""
+def _document_request_body(app: FastAPI, request_models: dict[str, type]) -> None:
+    """Put the ``POST /v1/scores`` and ``/v1/scores/columns`` body schemas into the OpenAPI
+    components (the routes read the raw body themselves, so FastAPI does not see the models)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         spec = generate()
-        schema = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
         components = spec.setdefault("components", {}).setdefault("schemas", {})
-        components.update(schema.pop("$defs", {}))
-        components["ScoreRequest"] = schema
+        for name, model in request_models.items():
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(schema.pop("$defs", {}))
+            components[name] = schema
         return spec
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -272,7 +274,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(build_router(settings, app.state.metrics))
-    _document_request_body(app, score_request_model(settings.max_batch_size))
+    _document_request_body(app, {
+        "ScoreRequest": score_request_model(settings.max_batch_size),
+        "ScoreColumnsRequest": score_columns_model(settings.max_batch_size)})
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"],

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serving.loader import LoadedModel
-from serving.scoring import AccountInput, AccountScore
+from serving.scoring import AccountColumns, AccountInput, AccountScore
 
 
 class Overloaded(RuntimeError):
@@ -49,8 +49,10 @@ class Overloaded(RuntimeError):
         self.queued, self.limit = queued, limit
 
 
+#: Accounts as records, or column by column.
+Accounts = Sequence[AccountInput] | AccountColumns
 #: ``(model, accounts, reasons) -> one score per account, in order``.
-ScoreFn = Callable[[LoadedModel, Sequence[AccountInput], int], list[AccountScore]]
+ScoreFn = Callable[[LoadedModel, Accounts, int], list[AccountScore]]
 
 
 @dataclass
@@ -86,11 +88,14 @@ class MicroBatcher:
         # they do not fight over the worker's core (threads start on first use).
         self._big = ThreadPoolExecutor(max_workers=1, thread_name_prefix="churn-big-batch")
 
-    async def score(self, model: LoadedModel, accounts: Sequence[AccountInput], reasons: int
+    async def score(self, model: LoadedModel, accounts: Accounts, reasons: int
                     ) -> list[AccountScore]:
-        """The scores of ``accounts``, computed together with the requests queued meanwhile."""
+        """The scores of ``accounts``, computed together with the requests queued meanwhile
+        (small :class:`AccountColumns` join a micro-batch as records)."""
         if len(accounts) >= self.max_rows:
             return await self._score_big(model, accounts, reasons)
+        if isinstance(accounts, AccountColumns):
+            accounts = accounts.records()
         key = (id(model), reasons)
         batch = self._open.get(key)
         if batch is None or batch.model is not model:
@@ -103,8 +108,8 @@ class MicroBatcher:
             self._flush(key, batch)
         return await future
 
-    async def _score_big(self, model: LoadedModel, accounts: Sequence[AccountInput],
-                         reasons: int) -> list[AccountScore]:
+    async def _score_big(self, model: LoadedModel, accounts: Accounts, reasons: int
+                         ) -> list[AccountScore]:
         n = len(accounts)
         if self.max_queued_rows and self.queued_rows and self.queued_rows + n > self.max_queued_rows:
             raise Overloaded(self.queued_rows, self.max_queued_rows, n)
@@ -120,7 +125,7 @@ class MicroBatcher:
     def _release(self, rows: int) -> None:
         self.queued_rows -= rows
 
-    def _run(self, model: LoadedModel, accounts: Sequence[AccountInput], reasons: int,
+    def _run(self, model: LoadedModel, accounts: Accounts, reasons: int,
              requests: int) -> list[AccountScore]:
         results = self._score(model, accounts, reasons)
         if self._on_batch is not None:

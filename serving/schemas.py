@@ -87,6 +87,61 @@ def score_request_model(max_batch_size: int, extra_features: tuple[ExtraFeature,
     )
 
 
+def _column_field(spec: Any) -> tuple[Any, Any]:
+    unit = f" [{spec.unit}]" if spec.unit else ""
+    kind = "categories" if spec.dtype == "category" else "numbers"
+    value = CategoryValue if spec.dtype == "category" else NumericValue
+    return (list[value] | None,  # type: ignore[valid-type]
+            Field(None, description=f"{spec.description}{unit} ({kind}, one per account_id; "
+                                    "null = missing)"))
+
+
+#: ``{"active_days_30d": [12, 3], "plan": ["growth", null], ...}``: one optional list per feature.
+FeatureColumns: type[BaseModel] = create_model(
+    "FeatureColumns",
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False, strict=True),
+    __doc__="Feature values column by column, one per account_id in order; a feature left out "
+            "is missing for every account.",
+    **{spec.name: _column_field(spec) for spec in CATALOGUE},
+)
+
+
+class ScoreColumnsRequest(BaseModel):
+    """``POST /v1/scores/columns`` body: the same accounts as ``POST /v1/scores`` takes, column by
+    column. Cheaper to send and to parse for big batches (no feature names repeated per account)."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True,
+                              json_schema_extra={"examples": [{
+                                  "account_id": ["A1", "A2"],
+                                  "features": {"active_days_30d": [12, 3],
+                                               "plan": ["growth", None],
+                                               "last_nps": [8, None]}}]})
+
+    account_id: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
+        min_length=1)
+    features: FeatureColumns = Field(default_factory=FeatureColumns)  # type: ignore[valid-type]
+
+
+@functools.lru_cache(maxsize=32)
+def score_columns_model(max_batch_size: int, extra_features: tuple[ExtraFeature, ...] = ()
+                        ) -> type[ScoreColumnsRequest]:
+    """:class:`ScoreColumnsRequest` with the batch limit on ``account_id`` (413 beyond it) and the
+    features a model declares beyond the built-in catalogue, as :func:`score_request_model`."""
+    features = FeatureColumns
+    if extra_features:
+        features = create_model(
+            "FeatureColumns", __base__=FeatureColumns, __doc__=FeatureColumns.__doc__,
+            **{name: _column_field(SimpleNamespace(dtype=dtype, unit=unit, description=text))
+               for name, dtype, unit, text in extra_features})
+    return create_model(
+        "ScoreColumnsRequest", __base__=ScoreColumnsRequest, __doc__=ScoreColumnsRequest.__doc__,
+        account_id=(list[Annotated[str, StringConstraints(min_length=1, max_length=256)]],
+                    Field(min_length=1, max_length=max_batch_size,
+                          description=f"1 to {max_batch_size} account ids")),
+        features=(features, Field(default_factory=features)),
+    )
+
+
 class Components(BaseModel):
     """Health components, 0-100 (100 = healthiest); null when the account has no data for it."""
 

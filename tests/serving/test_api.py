@@ -229,6 +229,58 @@ def test_malformed_bodies_are_422(api):
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "accounts[0].account_id"
 
 
+def as_columns(accounts: list[dict]) -> dict:
+    """The body of ``POST /v1/scores/columns`` for the same accounts as a ``/v1/scores`` body."""
+    names = sorted({name for a in accounts for name in a["features"]})
+    return {"account_id": [a["account_id"] for a in accounts],
+            "features": {n: [a["features"].get(n) for a in accounts] for n in names}}
+
+
+def test_columns_score_like_records(api):
+    accounts = [ACCOUNT, {"account_id": "B2", "features": {"plan": "starter", "mrr": None}},
+                {"account_id": "C3", "features": {}},
+                {"account_id": "D4", "features": {**ACCOUNT["features"], "active_days_30d": 0,
+                                                  "csat_nps_quadrant": "Wildcard"}}]
+    for query in ("", "?explain=false", "?reasons=2"):
+        by_records = api.post(f"/v1/scores{query}", json={"accounts": accounts})
+        by_columns = api.post(f"/v1/scores/columns{query}", json=as_columns(accounts))
+        assert by_records.status_code == by_columns.status_code == 200, by_columns.text
+        assert by_columns.json() == by_records.json()
+    # No features at all: every account is scored with everything missing.
+    r = api.post("/v1/scores/columns", json={"account_id": ["X", 7]})
+    assert r.status_code == 200, r.text
+    assert [s["account_id"] for s in r.json()["scores"]] == ["X", "7"]
+    assert r.json()["scores"][0]["missing_features"]
+
+
+def test_columns_keep_input_hygiene(api):
+    secret = "do-not-echo-7f3a"
+
+    def post(features, ids=("A", "B")):
+        return api.post("/v1/scores/columns", json={"account_id": list(ids), "features": features})
+
+    r = post({"favourite_colour": [secret, secret]})
+    assert r.status_code == 422 and secret not in r.text
+    assert r.json()["detail"][0]["field"] == "features.favourite_colour"
+    assert "Unknown feature" in r.json()["detail"][0]["msg"]
+    r = post({"mrr": [1.0], "seats": [1, 2, 3], "plan": ["growth", None]})
+    assert r.status_code == 422
+    assert {e["field"] for e in r.json()["detail"]} == {"features.mrr", "features.seats"}
+    assert "1 values for 2 account_id" in r.text
+    r = post({"active_days_30d": [3, "12"]})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["field"] == "features.active_days_30d[1]"
+    assert post({"plan": ["growth", 3]}).status_code == 422
+    raw = '{"account_id": ["A"], "features": {"mrr": [NaN]}}'
+    r = api.post("/v1/scores/columns", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "finite" in r.json()["detail"][0]["msg"]
+    assert api.post("/v1/scores/columns", json={"account_id": []}).status_code == 422
+    assert api.post("/v1/scores/columns", json={"accounts": [ACCOUNT]}).status_code == 422
+    too_many = api.post("/v1/scores/columns", json={"account_id": [str(i) for i in
+                                                                   range(MAX_BATCH + 1)]})
+    assert too_many.status_code == 413 and f"limit {MAX_BATCH}" in too_many.json()["detail"]
+
+
 def test_many_errors_are_capped(api):
     accounts = [{"account_id": "A", "features": {f"bad_{i}": 1 for i in range(30)}}]
     r = api.post("/v1/scores", json={"accounts": accounts})
@@ -513,6 +565,13 @@ def test_model_with_mapped_features_is_served(mapped_api):
     texts = [reason["text"] for reason in score["reasons"]]
     assert any(t.startswith("Report views in the last 30 days: 0") for t in texts), texts
 
+    columns = mapped_api.post("/v1/scores/columns", json=as_columns(
+        [{"account_id": "A", "features": features}]))
+    assert columns.status_code == 200 and columns.json() == r.json(), columns.text
+    unknown = mapped_api.post("/v1/scores/columns", json={"account_id": ["A"], "features": {
+        "key_unknown_30d": [1]}})
+    assert unknown.status_code == 422 and "key_unknown_30d" in unknown.text
+
     info = {f["name"]: f for f in mapped_api.get("/v1/model").json()["features"]}
     assert info["key_report_views_30d"]["description"] == "Report views in the last 30 days"
     assert info["channel"]["categories"] == ["direct", "partner", "web"]
@@ -559,3 +618,8 @@ def test_big_requests_beyond_the_queue_limit_get_503_with_retry_after(local_regi
         assert single.status_code == 200, single.text
         again = client.post("/v1/scores", json={"accounts": accounts[:100]})
         assert again.status_code == 200 and len(again.json()["scores"]) == 100
+        # The same accounts column by column: a big request too (scored as AccountColumns on the
+        # worker's thread), with the same answer.
+        columns = client.post("/v1/scores/columns", json=as_columns(accounts[:100]))
+        assert columns.status_code == 200, columns.text
+        assert columns.json() == again.json()
