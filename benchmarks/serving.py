@@ -10,11 +10,15 @@ What it does, in one run (so both sides see the same machine load):
 2. starts our server (``serving.app.serve``, 2 workers) and ``mlflow models serve`` for
    ``models:/churn-risk/1`` (2 workers, ``--env-manager local``), both on 127.0.0.1, both in
    this process's environment (no thread-count variables are set for either);
-3. checks both answer the same probability for the same account;
+3. checks both answer the same probability for the same account, and that our API answers a
+   batch the same whether it is sent as records (``POST /v1/scores``) or column by column
+   (``POST /v1/scores/columns``);
 4. loads each with ``wrk`` (one thread, 16 connections, a fixed duration after a warm-up) and
    prints requests/s, accounts/s, p50/p99, the server's own CPU time per request (its processes'
    user + system time from /proc) and the ratios; ``--rounds`` repeats every scenario,
-   interleaved, and reports medians, because a shared machine drifts between scenarios;
+   interleaved, and reports medians, because a shared machine drifts between scenarios; batches
+   are sent as records and also column by column (ours: ``/v1/scores/columns``; the peer:
+   ``dataframe_split``);
 5. measures, in process, what the model alone costs per account (prediction and TreeSHAP, one
    thread) and prints the ceiling that TreeSHAP sets on requests with reasons;
 6. in every round, a mixed load per server: single accounts on 8 connections while batches run on
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -283,8 +288,15 @@ def main() -> None:
         one = json.dumps({"accounts": [{"account_id": "A1", "features": rows[0]}]})
         batch = json.dumps({"accounts": [{"account_id": f"A{i}", "features": r}
                                          for i, r in enumerate(rows)]})
+        names = list(frame.columns)
+        # The same batch column by column: ours as POST /v1/scores/columns takes it, the peer's
+        # as pandas' "split" orient (its documented form besides records).
+        batch_columns = json.dumps({"account_id": [f"A{i}" for i in range(len(rows))],
+                                    "features": {n: [r[n] for r in rows] for n in names}})
         one_mlflow = json.dumps({"dataframe_records": rows[:1]})
         batch_mlflow = json.dumps({"dataframe_records": rows})
+        batch_mlflow_split = json.dumps({"dataframe_split": {
+            "columns": names, "data": [[r[n] for n in names] for r in rows]}})
         ours_url = f"http://127.0.0.1:{ours_port}/v1/scores"
         mlflow_url = f"http://127.0.0.1:{mlflow_port}/invocations"
 
@@ -295,6 +307,11 @@ def main() -> None:
                        headers={"content-type": "application/json"}, timeout=30).json()
         b = b["predictions"][0]
         assert abs(a - b) < 1e-9, (a, b)
+        by_records, by_columns = (httpx.post(url, content=body, timeout=60,
+                                             headers={"content-type": "application/json"}).json()
+                                  for url, body in ((ours_url, batch),
+                                                    (ours_url + "/columns", batch_columns)))
+        assert by_columns == by_records, "records and columns must give the same scores"
         print(f"model: {args.trees} trees (training defaults), {len(CATALOGUE)} features; both "
               f"servers give p={a:.6f} for the same account\n")
 
@@ -307,6 +324,10 @@ def main() -> None:
             (f"ours, {args.batch} accounts, health + reasons", ours, ours_url, batch, args.batch),
             (f"mlflow models serve, {args.batch} accounts", theirs, mlflow_url, batch_mlflow,
              args.batch),
+            (f"ours, {args.batch} accounts, columns, explain=false", ours,
+             ours_url + "/columns?explain=false", batch_columns, args.batch),
+            (f"mlflow models serve, {args.batch} accounts, split", theirs, mlflow_url,
+             batch_mlflow_split, args.batch),
         ]
         mixed_scenarios = [
             ("ours, with reasons", ours, (ours_url, one), (ours_url, batch)),
@@ -347,12 +368,16 @@ def main() -> None:
             return float(np.median([r[key] for r in results[name]]))
 
         def per_round(a: str, b: str, key: str) -> list[float]:
-            return [x[key] / y[key] for x, y in zip(results[a], results[b], strict=True)]
+            # nan when a short run completed no request of the peer's scenario
+            return [x[key] / y[key] if y[key] else math.nan
+                    for x, y in zip(results[a], results[b], strict=True)]
 
         single, single_ml = "ours, 1 account, health + reasons", "mlflow models serve, 1 account"
         bare = "ours, 1 account, health, explain=false"
         big, big_ml = (f"ours, {args.batch} accounts, explain=false",
                        f"mlflow models serve, {args.batch} accounts")
+        big_cols, big_ml_split = (f"ours, {args.batch} accounts, columns, explain=false",
+                                  f"mlflow models serve, {args.batch} accounts, split")
         print(f"\nmedian of {args.rounds} round(s):")
         for name, *_ in scenarios:
             cpu = [r["cpu_ms"] for r in results[name] if r["cpu_ms"] is not None]
@@ -383,6 +408,10 @@ def main() -> None:
         print(f"batches of {args.batch} without reasons: {med(big, 'accounts_per_s'):,.0f} "
               f"accounts/s (rounds: {rates}; target >= 40,000); "
               f"{show(per_round(big, big_ml, 'rps'))} mlflow")
+        rates = ", ".join(f"{r['accounts_per_s']:,.0f}" for r in results[big_cols])
+        print(f"batches of {args.batch} without reasons, column by column: "
+              f"{med(big_cols, 'accounts_per_s'):,.0f} accounts/s (rounds: {rates}; target >= "
+              f"40,000); {show(per_round(big_cols, big_ml_split, 'rps'))} mlflow (split)")
         print(f"\nmixed load, 1 account on 8 connections while batches of {args.batch} run on 2 "
               f"others (median of {args.rounds} round(s)):")
         for name, runs in mixed.items():
