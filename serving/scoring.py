@@ -1,10 +1,12 @@
 """Scoring a batch of accounts: churn probability, reasons, risk band, the blended health score,
 the CSAT x NPS quadrant and the survey-due flags.
 
-Everything is vectorised over the batch: the records are encoded once with
-:meth:`FeatureEncoder.transform_records` (no pandas, so one account costs little more than one
-LightGBM row), the booster predicts all rows in one call and the health components come from
-:func:`features.health.component_scores` and :func:`features.health.blend` on whole columns.
+Everything is vectorised over the batch: the accounts, as records or column by column
+(:class:`AccountColumns`), are encoded once by :meth:`LoadedModel.encode` or
+:meth:`LoadedModel.encode_columns` (the codes of :meth:`FeatureEncoder.transform_records`, no
+pandas, so one account costs little more than one LightGBM row), the booster predicts all rows in
+one call and the health components come from :func:`features.health.component_scores` and
+:func:`features.health.blend` on whole columns.
 
 With reasons, the booster is called once with ``pred_contrib=True`` (TreeSHAP): the contributions
 sum to the raw score, from which the probability follows, so explaining costs one LightGBM call,
