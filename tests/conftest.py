@@ -9,6 +9,7 @@ import pytest
 
 from features.contract import Tables
 from features.synthetic import generate, write_tables
+from tests.stores import empty_mlflow_store
 
 #: The shared data sets (``../shared/data`` beside the project).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -61,7 +62,6 @@ def registered_model(default_data_dir: Path, tmp_path_factory: pytest.TempPathFa
     """A model trained on the default data, registered as churn-risk@champion in a SQLite store."""
     from training.pipeline import run_training
 
-    store = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{store / 'mlflow.db'}"
+    uri = empty_mlflow_store(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
     result = run_training(default_data_dir, tracking=uri)
     return RegisteredModel(uri, result.model_name, result.model_version, default_data_dir, result)

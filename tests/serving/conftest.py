@@ -18,6 +18,7 @@ from features.definitions import CATALOGUE, catalogue_records, categorical_featu
 from features.modelframe import FeatureEncoder
 from serving.loader import LoadedModel
 from tests.servers import Server, start_server, uvicorn_factory_argv
+from tests.stores import empty_mlflow_store
 
 CATEGORY_VALUES = {
     "plan": ["starter", "growth", "enterprise"],
@@ -139,7 +140,8 @@ def register_model_dir(model_dir: Path, root: Path, name: str = "churn-risk",
     import mlflow
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    db = root / "mlflow.db"
+    uri = f"sqlite:///{db}" if db.exists() else empty_mlflow_store(db)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("serving-tests")
     experiment_id = (experiment.experiment_id if experiment else client.create_experiment(
@@ -168,11 +170,7 @@ def local_registry(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture(scope="session")
 def empty_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A SQLite MLflow store that exists but holds no registered model."""
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{tmp_path_factory.mktemp('empty-store') / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()  # creates the tables
-    return uri
+    return empty_mlflow_store(tmp_path_factory.mktemp("empty-store") / "mlflow.db")
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from tests.serving.conftest import (
     uvicorn_factory_argv,
     write_model_dir,
 )
+from tests.stores import empty_mlflow_store
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +30,7 @@ ONE = {"accounts": [{"account_id": "A1", "features": {"active_days_30d": 3, "pla
 
 def _start_mlflow(root: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    empty_mlflow_store(root / "registry.db")  # the server would otherwise migrate a new file
     log = (root / "mlflow-server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),

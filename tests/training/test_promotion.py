@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from features.synthetic import generate
+from tests.stores import empty_mlflow_store
 from training.cli import app
 from training.config import TrainConfig
 from training.pipeline import run_training
@@ -35,7 +36,7 @@ def _weak(config: TrainConfig) -> TrainConfig:
 
 def test_gate_refuses_a_worse_challenger_and_accepts_a_better_one(medium, tmp_path: Path) -> None:
     tables, config, ts = medium
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = empty_mlflow_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
 
     weak = run_training(tables, _weak(config), tracking=uri, training_set=ts)
@@ -80,7 +81,7 @@ def test_gate_refuses_a_worse_challenger_and_accepts_a_better_one(medium, tmp_pa
 
 def test_a_margin_no_one_can_clear_keeps_the_champion(medium, tmp_path: Path) -> None:
     tables, config, ts = medium
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = empty_mlflow_store(tmp_path / "mlflow.db")
     first = run_training(tables, config, tracking=uri, training_set=ts)
     strict = config.model_copy(update={"promotion": config.promotion.model_copy(
         update={"margin": 0.5})})
@@ -94,7 +95,7 @@ def test_a_margin_no_one_can_clear_keeps_the_champion(medium, tmp_path: Path) ->
 
 def test_gate_notes_a_champion_whose_labels_reach_into_the_window(medium, tmp_path: Path) -> None:
     tables, config, ts = medium
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = empty_mlflow_store(tmp_path / "mlflow.db")
     one = config.model_copy(update={"split": config.split.model_copy(update={"test_dates": 1})})
     first = run_training(tables, one, tracking=uri, training_set=ts)
     second = run_training(tables, config, tracking=uri, training_set=ts)

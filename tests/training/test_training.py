@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from features.definitions import categorical_features
 from features.synthetic import generate, write_tables
+from tests.stores import empty_mlflow_store
 from training.cli import app
 from training.config import TrainConfig
 from training.pipeline import scoring_frame
@@ -74,7 +75,7 @@ def test_churn_model_is_an_honest_estimator(small_tables) -> None:
 
 def test_train_cli_prints_json(small_tables, tmp_path: Path) -> None:
     data = write_tables(small_tables, tmp_path / "data")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = empty_mlflow_store(tmp_path / "mlflow.db")
     result = runner.invoke(app, ["train", "--data", str(data), "--tracking-uri", uri, "--json",
                                  "--horizon", "60"])
     assert result.exit_code == 0, result.output
@@ -124,7 +125,7 @@ def test_features_cli_rejects_bad_dates(small_tables, tmp_path: Path, bad: str) 
 
 def test_tune_runs_optuna_on_the_backtest_and_config_is_validated(tmp_path: Path) -> None:
     data = write_tables(generate(accounts=300, months=14, seed=9), tmp_path / "data")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = empty_mlflow_store(tmp_path / "mlflow.db")
     config = tmp_path / "train.yaml"
     config.write_text("label:\n  horizon_days: 60\nsplit:\n  backtest_folds: 2\n"
                       "lightgbm:\n  num_boost_round: 200\n")
