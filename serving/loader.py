@@ -113,9 +113,9 @@ class LoadedModel:
         names = self.encoder.feature_names
         codes = self.category_codes
         n = len(records)
-        out = np.full((n, len(names)), np.nan, dtype=np.float64)
-        missing = np.zeros((n, len(names)), dtype=bool)
         if n <= 8:
+            out = np.full((n, len(names)), np.nan, dtype=np.float64)
+            missing = np.zeros((n, len(names)), dtype=bool)
             for i, record in enumerate(records):
                 row, miss = out[i], missing[i]
                 for j, name in enumerate(names):

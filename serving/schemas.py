@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, cr
 from features.definitions import CATALOGUE
 
 NumericValue = Annotated[float | None, Strict(), Field(allow_inf_nan=False)]
+AccountId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 CategoryValue = Annotated[str | None, Strict(), StringConstraints(max_length=200)]
 
 
@@ -44,7 +45,7 @@ class AccountIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
-    account_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    account_id: AccountId
     features: AccountFeatures = Field(default_factory=AccountFeatures)  # type: ignore[valid-type]
 
 
@@ -117,8 +118,7 @@ class ScoreColumnsRequest(BaseModel):
                                                "plan": ["growth", None],
                                                "last_nps": [8, None]}}]})
 
-    account_id: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
-        min_length=1)
+    account_id: list[AccountId] = Field(min_length=1)
     features: FeatureColumns = Field(default_factory=FeatureColumns)  # type: ignore[valid-type]
 
 
@@ -135,9 +135,8 @@ def score_columns_model(max_batch_size: int, extra_features: tuple[ExtraFeature,
                for name, dtype, unit, text in extra_features})
     return create_model(
         "ScoreColumnsRequest", __base__=ScoreColumnsRequest, __doc__=ScoreColumnsRequest.__doc__,
-        account_id=(list[Annotated[str, StringConstraints(min_length=1, max_length=256)]],
-                    Field(min_length=1, max_length=max_batch_size,
-                          description=f"1 to {max_batch_size} account ids")),
+        account_id=(list[AccountId], Field(min_length=1, max_length=max_batch_size,
+                                           description=f"1 to {max_batch_size} account ids")),
         features=(features, Field(default_factory=features)),
     )
 
