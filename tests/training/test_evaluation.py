@@ -89,6 +89,25 @@ def test_run_reports_baselines_backtest_and_health_bands(registered_model) -> No
     assert r.health_backtest["rules_only"]["green_churners"] <= r.health_backtest["rules_only"]["churners"]
 
 
+def test_lineage_schema_from_dtypes_equals_mlflows_own_inference() -> None:
+    """The Datasets tab shows the same schema MLflow would infer value by value."""
+    from mlflow.data.pandas_dataset import PandasDataset
+
+    from training.pipeline import LineageDataset
+
+    frame = pd.DataFrame({
+        "account_id": pd.array(["a", "b", "c"], dtype="string"),
+        "as_of": pd.to_datetime(["2024-01-01", "2024-02-01", "2024-03-01"]),
+        "plan": pd.array(["growth", None, "starter"], dtype="string"),
+        "active_days_30d": [3.0, np.nan, 12.0], "seats": [5.0, 6.0, 7.0], "churned": [0, 1, 0]})
+    source = mlflow.data.from_pandas(frame, name="rows").source
+    ours = LineageDataset(frame, source=source, targets="churned", name="rows").schema
+    reference_frame = frame.astype({"account_id": object, "plan": object})
+    theirs = PandasDataset(reference_frame, source=source, targets="churned", name="rows").schema
+    assert ours == theirs
+    assert [c.required for c in ours.inputs] == [True, True, False, False, True, True]
+
+
 def test_run_logs_folds_lineage_plots_and_reference(registered_model) -> None:
     client = MlflowClient(registered_model.tracking_uri)
     run_id = registered_model.result.run_id
