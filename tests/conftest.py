@@ -14,6 +14,33 @@ from tests.stores import empty_mlflow_store
 #: The shared data sets (``../shared/data`` beside the project).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+#: Session fixtures too costly to build twice, and the xdist group of the tests that use them.
+#: The suite runs on several processes (``-n auto --dist loadgroup`` in pyproject.toml) and each
+#: process builds its own session fixtures, so every test that needs one of these runs in the
+#: same process.
+COSTLY_FIXTURES = {"registered_model": "default-model", "default_tables": "default-model",
+                   "sim_dev_tables": "sim-dev"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group the tests for xdist, longest first.
+
+    Tests behind a costly session fixture share its group; the others are grouped by module, so a
+    module's servers start once. The costly groups and the modules with end-to-end tests are
+    queued first (``--no-loadscope-reorder`` keeps this order), so that no long test starts last
+    and runs alone.
+    """
+    e2e = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("e2e")}
+    rank: dict[str, int] = {}
+    for item in items:
+        names = getattr(item, "fixturenames", ())  # the closure: fixtures of fixtures count too
+        module = item.nodeid.split("::")[0]
+        costly = next((g for f, g in COSTLY_FIXTURES.items() if f in names), None)
+        rank[item.nodeid] = 0 if costly else 1 if module in e2e else 2
+        item.add_marker(pytest.mark.xdist_group(costly or module))
+    items.sort(key=lambda item: rank[item.nodeid])  # stable: collection order within a rank
+
 
 @pytest.fixture(scope="session")
 def small_tables() -> Tables:
