@@ -89,6 +89,7 @@ def test_run_reports_baselines_backtest_and_health_bands(registered_model) -> No
     assert r.health_backtest["rules_only"]["green_churners"] <= r.health_backtest["rules_only"]["churners"]
 
 
+@pytest.mark.filterwarnings("ignore:Hint. Inferred schema contains integer:UserWarning")
 def test_lineage_schema_from_dtypes_equals_mlflows_own_inference() -> None:
     """The Datasets tab shows the same schema MLflow would infer value by value."""
     from mlflow.data.pandas_dataset import PandasDataset
