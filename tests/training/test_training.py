@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from sklearn.preprocessing import OneHotEncoder
 from typer.testing import CliRunner
 
 from features.definitions import categorical_features
@@ -18,7 +19,7 @@ from tests.stores import empty_mlflow_store
 from training.cli import app
 from training.config import TrainConfig
 from training.pipeline import scoring_frame
-from training.train import ChurnModel, build_training_set, time_split
+from training.train import MAX_ONE_HOT, ChurnModel, baseline_logistic, build_training_set, time_split
 
 runner = CliRunner()
 
@@ -71,6 +72,32 @@ def test_churn_model_is_an_honest_estimator(small_tables) -> None:
     # Unknown categories and absent columns are missing values, not errors.
     odd = ts.X.head(3).assign(plan="platinum").drop(columns=["mrr"])
     assert np.isfinite(model.predict_proba(odd)).all()
+
+
+def test_logistic_baseline_one_hot_columns_are_those_of_the_category_names() -> None:
+    """The baseline encodes categories to integer codes before one-hot encoding them (for speed);
+    the columns must be those a one-hot encoding of the names gives, rare values grouped alike."""
+    rng = np.random.default_rng(3)
+    n = 3_000
+    # A wide category: 45 values with skewed and tied frequencies, some missing.
+    wide = rng.choice([f"v{i:02d}" for i in range(45)], size=n,
+                      p=np.r_[np.full(5, 0.1), np.full(40, 0.0125)]).astype(object)
+    wide[rng.uniform(size=n) < 0.05] = None
+    X = pd.DataFrame({"usage": rng.normal(size=n), "plan": rng.choice(["a", "b", "c"], size=n),
+                      "wide": wide})
+    y = (rng.uniform(size=n) < 0.2).astype(int)
+    model = baseline_logistic(X, y, categorical=["plan", "wide"], fat_tailed=[])
+    encode = model[0].named_transformers_["cat"]
+    names = X[["plan", "wide"]].astype(object).where(X[["plan", "wide"]].notna(), "missing")
+    reference = OneHotEncoder(handle_unknown="ignore", max_categories=MAX_ONE_HOT).fit(names)
+    assert reference.infrequent_categories_[1] is not None  # the grouping is exercised
+    unseen = names.head(50).assign(plan="enterprise", wide="v99")
+    for frame in (X[["plan", "wide"]], unseen):
+        got = encode.transform(frame)
+        expected = reference.transform(frame.astype(object).where(frame.notna(), "missing"))
+        assert np.array_equal(np.asarray(got.todense() if hasattr(got, "todense") else got),
+                              expected.toarray())
+    assert np.isfinite(model.predict_proba(X.head(50).assign(plan="enterprise"))).all()
 
 
 def test_train_cli_prints_json(small_tables, tmp_path: Path) -> None:
