@@ -95,8 +95,7 @@ def test_logistic_baseline_one_hot_columns_are_those_of_the_category_names() -> 
     for frame in (X[["plan", "wide"]], unseen):
         got = encode.transform(frame)
         expected = reference.transform(frame.astype(object).where(frame.notna(), "missing"))
-        assert np.array_equal(np.asarray(got.todense() if hasattr(got, "todense") else got),
-                              expected.toarray())
+        assert np.array_equal(got.toarray(), expected.toarray())
     assert np.isfinite(model.predict_proba(X.head(50).assign(plan="enterprise"))).all()
 
 
