@@ -303,12 +303,17 @@ def _export_env(settings: ServingSettings) -> None:
 
 
 def serve(settings: ServingSettings | None = None) -> None:
-    """Run the API with uvicorn (blocks until the server stops). Used by ``churn serve``."""
+    """Run the API with uvicorn (blocks until the server stops). Used by ``churn serve``.
+
+    Raises ``ValueError`` before binding when :attr:`~ServingSettings.host` is reachable from
+    other machines and no API keys are configured (see :meth:`ServingSettings.check_exposure`).
+    """
     import uvicorn
 
     from serving.workers import claim_port, run_workers
 
     settings = settings or get_settings()
+    settings.check_exposure()  # ValueError: /v1/* would be open to the network without keys
     # Taken before anything loads: a second server refused now, not after its model load.
     with claim_port(settings.host, settings.port):
         if settings.workers > 1 and sys.platform.startswith("linux"):

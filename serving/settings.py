@@ -24,6 +24,7 @@ store ``churn train`` writes by default). Nothing is read at import time: call
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -96,7 +97,8 @@ class ServingSettings(BaseSettings):
         DEFAULT_MODEL_URI,
         description="Model to serve: models:/<name>@<alias>, models:/<name>/<version>, "
                     "runs:/<run_id>/<path> or a local model directory.")
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="Bind address; anything but a loopback address "
+                      "needs api_key_hashes or allow_anonymous")
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, description="Worker processes, each with its own "
                          "SO_REUSEPORT socket on the port (see serving.workers)")
@@ -137,6 +139,9 @@ class ServingSettings(BaseSettings):
         default_factory=list,
         description="SHA-256 hex digests of the accepted API keys; when set, /v1/* needs "
                     "'Authorization: Bearer <key>' or 'X-API-Key: <key>'. Empty = no auth.")
+    allow_anonymous: bool = Field(
+        False, description="Serve /v1/* without API keys on a non-loopback host (keys are "
+        "required there otherwise; on 127.0.0.1 /v1/* is open without keys, with a warning)")
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS (empty = CORS closed)")
     score_store_url: str = Field(
@@ -176,6 +181,21 @@ class ServingSettings(BaseSettings):
             out.append(h)
         return out
 
+    def check_exposure(self) -> None:
+        """Raise ``ValueError`` if serving on :attr:`host` would open ``/v1/*`` to other machines.
+
+        Open ``/v1/*`` is fine for a demo on this machine; on an address other machines can reach
+        it would hand every account's scores to anyone on the network, so it must be asked for
+        (:attr:`allow_anonymous`). Checked when the server starts, not here at validation:
+        ``churn score`` reads the same settings and serves nothing.
+        """
+        if not self.api_key_hashes and not self.allow_anonymous and not _loopback(self.host):
+            raise ValueError(
+                f"host {self.host!r} can be reached from other machines, and no API keys are "
+                "configured, so /v1/* would be open to them: set api_key_hashes "
+                "(CHURN_API_KEY_HASHES; `python -m serving.auth new` makes a key and its digest), "
+                "or allow_anonymous (CHURN_ALLOW_ANONYMOUS=true) to serve it without keys anyway")
+
     @field_validator("health_weights")
     @classmethod
     def _check_weights(cls, weights: dict[str, float]) -> dict[str, float]:
@@ -199,6 +219,16 @@ class ServingSettings(BaseSettings):
     @classmethod
     def _check_risk_bands(cls, bands: dict[str, float]) -> dict[str, float]:
         return _check_bands(bands, 1.0, "risk_bands")
+
+
+def _loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # another host name: it may resolve to any address
+        return False
 
 
 @lru_cache(maxsize=1)

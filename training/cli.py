@@ -253,25 +253,33 @@ def _json_default(value: object) -> object:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    host: Annotated[str | None, typer.Option(
+        help="Bind address [default: $CHURN_HOST or 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: $CHURN_PORT or 8000]")] = None,
     model_uri: Annotated[str | None, typer.Option(
         help="Model to serve [default: models:/churn-risk@champion]")] = None,
     tracking_uri: TrackingOpt = None,
-    workers: Annotated[int, typer.Option(
-        help="Worker processes (each its own SO_REUSEPORT socket on the port)")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        help="Worker processes, each its own SO_REUSEPORT socket on the port "
+             "[default: $CHURN_WORKERS or 1]")] = None,
 ) -> None:
-    """Serve churn scores over HTTP (FastAPI + uvicorn)."""
+    """Serve churn scores over HTTP (FastAPI + uvicorn).
+
+    Every other setting comes from CHURN_* variables or CHURN_CONFIG_FILE (docs/serving.md).
+    """
     from serving.app import serve as run_server
     from serving.settings import ServingSettings
 
-    overrides = {"host": host, "port": port, "workers": workers}
-    if model_uri:
-        overrides["model_uri"] = model_uri
-    if tracking_uri:
-        overrides["tracking_uri"] = tracking_uri
+    # Only the options given override: a default here would beat CHURN_* and the config file.
+    given = {"host": host, "port": port, "workers": workers, "model_uri": model_uri,
+             "tracking_uri": tracking_uri}
     try:
-        run_server(ServingSettings(**overrides))
+        settings = ServingSettings(**{k: v for k, v in given.items() if v is not None})
+        settings.check_exposure()
+    except (ValueError, OSError) as exc:  # pydantic's ValidationError, or the config file
+        _fail(f"churn serve: invalid settings:\n{exc}")
+    try:
+        run_server(settings)
     except (OSError, RuntimeError) as exc:  # port taken, a worker failed to start
         _fail(f"churn serve: {exc}", 1)
 

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+
 import pytest
 from pydantic import ValidationError
 
@@ -13,7 +18,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch):
     for name in ("MLFLOW_TRACKING_URI", "CHURN_TRACKING_URI", "CHURN_MODEL_URI", "CHURN_PORT",
                  "CHURN_HEALTH_WEIGHTS", "CHURN_RISK_BANDS", "CHURN_HEALTH_BANDS",
                  "CHURN_MAX_BATCH_SIZE", "CHURN_WORKERS", "CHURN_CONFIG_FILE",
-                 "CHURN_API_KEY_HASHES", "CHURN_CORS_ORIGINS"):
+                 "CHURN_API_KEY_HASHES", "CHURN_CORS_ORIGINS", "CHURN_HOST",
+                 "CHURN_ALLOW_ANONYMOUS"):
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     yield
@@ -113,3 +119,34 @@ def test_api_key_hashes_must_be_sha256():
     assert ServingSettings(api_key_hashes=[good.upper()]).api_key_hashes == [good]
     with pytest.raises(ValidationError, match="SHA-256"):
         ServingSettings(api_key_hashes=["my-plain-key"])
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"])
+def test_loopback_hosts_may_serve_without_keys(host):
+    ServingSettings(host=host).check_exposure()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "scoring.internal"])
+def test_other_hosts_need_keys_or_an_explicit_allow_anonymous(host, monkeypatch):
+    with pytest.raises(ValueError, match=f"host '{host}'.*CHURN_API_KEY_HASHES"):
+        ServingSettings(host=host).check_exposure()
+    ServingSettings(host=host, api_key_hashes=["a" * 64]).check_exposure()
+    monkeypatch.setenv("CHURN_ALLOW_ANONYMOUS", "true")
+    ServingSettings(host=host).check_exposure()
+
+
+def test_serve_refuses_an_open_api_off_loopback_before_binding(tmp_path):
+    # In a child process with a timeout: if serve() ever stopped refusing, the test fails
+    # instead of serving (or exiting pytest) here.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = ("from serving.app import serve; from serving.settings import ServingSettings; "
+            f"serve(ServingSettings(host='0.0.0.0', port={port}))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "ValueError: host '0.0.0.0'" in result.stderr and "no API keys" in result.stderr
+    with socket.socket() as again:  # nothing kept the port: the check came first
+        again.bind(("0.0.0.0", port))
