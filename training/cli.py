@@ -6,7 +6,7 @@ import json
 import math
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import pandas as pd
 import typer
@@ -15,6 +15,9 @@ from rich.console import Console
 
 from features.contract import DataContractError, load_tables
 from training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from serving.settings import ServingSettings
 
 app = typer.Typer(help="churn-risk: churn prediction and health scores for customer success.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -27,7 +30,7 @@ TrackingOpt = Annotated[str | None, typer.Option(
     "sqlite:///mlflow.db]")]
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
 
@@ -178,6 +181,25 @@ def _config(path: Path | None) -> TrainConfig:
         _fail(f"invalid config {path}:\n{exc}")
 
 
+ServingConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="YAML file of serving settings [default: $CHURN_CONFIG_FILE]; CHURN_* "
+    "variables override it, and options given here override both")]
+
+
+def _serving_settings(command: str, **given: Any) -> ServingSettings:
+    """The serving settings with the options that were given (None = not given) on top.
+
+    A default passed here would beat the CHURN_* variables and the config file, so only the
+    options given are passed.
+    """
+    from serving.settings import ServingSettings
+
+    try:
+        return ServingSettings(**{k: v for k, v in given.items() if v is not None})
+    except (ValueError, OSError) as exc:  # pydantic's ValidationError, or the config file
+        _fail(f"{command}: invalid settings:\n{exc}")
+
+
 @app.command()
 def evaluate(
     data: DataOpt,
@@ -262,22 +284,21 @@ def serve(
     workers: Annotated[int | None, typer.Option(
         help="Worker processes, each its own SO_REUSEPORT socket on the port "
              "[default: $CHURN_WORKERS or 1]")] = None,
+    config: ServingConfigOpt = None,
 ) -> None:
     """Serve churn scores over HTTP (FastAPI + uvicorn).
 
-    Every other setting comes from CHURN_* variables or CHURN_CONFIG_FILE (docs/serving.md).
+    Every other setting comes from CHURN_* variables or the --config file (docs/serving.md).
     """
     from serving.app import serve as run_server
-    from serving.settings import ServingSettings
 
-    # Only the options given override: a default here would beat CHURN_* and the config file.
-    given = {"host": host, "port": port, "workers": workers, "model_uri": model_uri,
-             "tracking_uri": tracking_uri}
+    settings = _serving_settings("churn serve", host=host, port=port, workers=workers,
+                                 model_uri=model_uri, tracking_uri=tracking_uri,
+                                 config_file=config)
     try:
-        settings = ServingSettings(**{k: v for k, v in given.items() if v is not None})
         settings.check_exposure()
-    except (ValueError, OSError) as exc:  # pydantic's ValidationError, or the config file
-        _fail(f"churn serve: invalid settings:\n{exc}")
+    except ValueError as exc:
+        _fail(f"churn serve: {exc}")
     try:
         run_server(settings)
     except (OSError, RuntimeError) as exc:  # port taken, a worker failed to start
@@ -296,17 +317,16 @@ def score(
     model_uri: Annotated[str | None, typer.Option(
         help="Model to score with [default: models:/churn-risk@champion]")] = None,
     tracking_uri: TrackingOpt = None,
+    config: ServingConfigOpt = None,
 ) -> None:
     """Score every active account and append the scores to the score store (never overwritten)."""
     from serving.batch import score_to_store
     from serving.loader import ModelLoadError, load_model, redact
-    from serving.settings import ServingSettings
     from serving.store import ScoreStore, StoreError
     from training.pipeline import scoring_frame
 
-    overrides = {k: v for k, v in {"model_uri": model_uri, "tracking_uri": tracking_uri,
-                                   "score_store_url": store_url}.items() if v}
-    settings = ServingSettings(**overrides)
+    settings = _serving_settings("churn score", model_uri=model_uri, tracking_uri=tracking_uri,
+                                 score_store_url=store_url, config_file=config)
     try:
         model = load_model(settings.model_uri, settings.tracking_uri)
     except ModelLoadError as exc:

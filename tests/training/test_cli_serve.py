@@ -1,6 +1,7 @@
-"""`churn serve`: CHURN_* settings apply where no option overrides them, and the server refuses
-to open /v1/* to the network without API keys, with a clear error and before it binds or loads
-anything (so these tests never start a server)."""
+"""`churn serve` and `churn score` settings: CHURN_* variables and the --config file apply where no
+option overrides them, bad settings are named without a traceback, and the server refuses to open
+/v1/* to the network without API keys, before it binds or loads anything (so these tests never
+start a server)."""
 
 from __future__ import annotations
 
@@ -40,4 +41,27 @@ def test_serve_reads_churn_variables_that_no_option_overrides(tmp_path):
     result = churn_serve([], {"CHURN_WORKERS": "0"}, tmp_path)
     assert result.returncode == 2, result.stderr
     assert "workers" in result.stderr and "greater than or equal to 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_reads_its_config_file_and_names_what_is_wrong_in_it(tmp_path):
+    good, bad = tmp_path / "serving.yaml", tmp_path / "bad.yaml"
+    good.write_text("host: 0.0.0.0\n")  # read, so refused: no keys off loopback
+    bad.write_text("health_wieghts: {usage: 1}\n")
+    result = churn_serve(["--config", str(good)], {}, tmp_path)
+    assert result.returncode == 2 and "host '0.0.0.0'" in result.stderr, result.stderr
+    result = churn_serve(["--config", str(bad)], {}, tmp_path)
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "bad.yaml" in message and "health_wieghts" in message
+    assert "Traceback" not in result.stderr
+
+
+def test_score_names_a_bad_setting_without_a_traceback(tmp_path):
+    result = subprocess.run([*CHURN, "score", "--data", str(tmp_path), "--config",
+                             str(tmp_path / "missing.yaml")], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("CHURN_")})
+    assert result.returncode == 2, result.stderr
+    assert "churn score: invalid settings" in result.stderr and "missing.yaml" in result.stderr
     assert "Traceback" not in result.stderr
