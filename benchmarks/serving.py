@@ -20,8 +20,10 @@ What it does, in one run (so both sides see the same machine load):
    interleaved, and reports medians, because a shared machine drifts between scenarios; batches
    are sent as records and also column by column (ours: ``/v1/scores/columns``; the peer:
    ``dataframe_split``);
-5. measures, in process, what the model alone costs per account (prediction and TreeSHAP, one
-   thread) and prints the ceiling that TreeSHAP sets on requests with reasons;
+5. measures, in process, what the model alone costs per account (prediction, and TreeSHAP both
+   by LightGBM's ``pred_contrib`` and by the serving's tables, one thread) and prints the
+   ceiling that TreeSHAP sets on requests with reasons; ``--treeshap lightgbm`` serves our
+   reasons from ``pred_contrib``, as before the tables (same numbers, slower);
 6. in every round, a mixed load per server: single accounts on 8 connections while batches run on
    2 others (ours with reasons on both), to show what small requests suffer from big ones.
 
@@ -129,20 +131,27 @@ def register_model(root: Path, trees: int = 300) -> tuple[str, dict]:
 
 
 def treeshap_cost(booster_path: Path, frame: pd.DataFrame, encoder_dict: dict) -> dict:
-    """In-process CPU per account of the model alone, one thread: prediction and TreeSHAP.
+    """In-process CPU per account of the model alone, one thread: prediction, LightGBM's TreeSHAP
+    (``pred_contrib``) and the serving's TreeSHAP tables (``serving.treeshap``, same numbers).
 
     Measured on a batch (the cheapest case per row), it bounds what any server of this model can
     do with reasons: even one that spent nothing else per request.
     """
+    from serving.treeshap import fast_treeshap
+
     booster = lgb.Booster(model_file=str(booster_path))
+    tables = fast_treeshap(booster)
     X = FeatureEncoder.from_dict(encoder_dict).transform(frame)  # noqa: N806
     out = {}
-    for key, kwargs in (("predict_ms", {}), ("treeshap_ms", {"pred_contrib": True})):
-        booster.predict(X[:50], num_threads=1, **kwargs)  # warm
+    for key, fn in (("predict_ms", lambda x: booster.predict(x, num_threads=1)),
+                    ("pred_contrib_ms",
+                     lambda x: booster.predict(x, pred_contrib=True, num_threads=1)),
+                    ("tables_ms", tables.contributions)):
+        fn(X[:50])  # warm
         best = float("inf")
         for _ in range(3):
             t = time.process_time()
-            booster.predict(X, num_threads=1, **kwargs)
+            fn(X)
             best = min(best, (time.process_time() - t) / len(X) * 1000)
         out[key] = best
     return out
@@ -271,6 +280,9 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=300,
                         help="Trees of the benchmark's model (the issue's targets are set for 300; "
                              "`churn train` on the demo data stops early at about 160)")
+    parser.add_argument("--treeshap", choices=("tables", "lightgbm"), default="tables",
+                        help="What computes our reasons (CHURN_TREESHAP): the serving's tables "
+                             "or LightGBM's pred_contrib")
     parser.add_argument("--rounds", type=int, default=3,
                         help="Run every scenario this many times, interleaved; report medians")
     args = parser.parse_args()
@@ -282,9 +294,11 @@ def main() -> None:
           f"python {platform.python_version()}, load {os.getloadavg()}")
     uri, encoder = register_model(root, args.trees)
     cost = treeshap_cost(root / "booster.txt", random_frame(args.batch, 9), encoder)
+    cost["treeshap_ms"] = cost["tables_ms" if args.treeshap == "tables" else "pred_contrib_ms"]
     cores = os.cpu_count() or 1
     print(f"model alone, in process, one thread, per account: predict {cost['predict_ms']:.3f} ms,"
-          f" TreeSHAP (pred_contrib) {cost['treeshap_ms']:.3f} ms; TreeSHAP alone caps "
+          f" TreeSHAP: pred_contrib {cost['pred_contrib_ms']:.3f} ms, tables "
+          f"{cost['tables_ms']:.3f} ms; ours uses {args.treeshap}, which alone caps "
           f"{cores} cores at {cores / cost['treeshap_ms'] * 1000:,.0f} explained accounts/s")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
     env.update(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO),
@@ -292,7 +306,7 @@ def main() -> None:
     ours_port, mlflow_port = free_port(), free_port()
     ours_env = {**env, "CHURN_TRACKING_URI": uri, "CHURN_MODEL_URI": "models:/churn-risk/1",
                 "CHURN_SCORE_STORE_URL": f"sqlite:///{root / 'scores.db'}",
-                "CHURN_LOG_LEVEL": "warning"}
+                "CHURN_LOG_LEVEL": "warning", "CHURN_TREESHAP": args.treeshap}
     code = (f"from serving.app import serve; from serving.settings import ServingSettings; "
             f"serve(ServingSettings(port={ours_port}, workers=2, log_level='warning'))")
     ours = start([sys.executable, "-c", code], ours_env, root / "ours.log", "/readyz", ours_port)
@@ -431,8 +445,8 @@ def main() -> None:
             print("ratio single account with reasons, server CPU per request (mlflow / ours): "
                   + show([1 / x for x in per_round(single, single_ml, 'cpu_ms')]))
         if all(r["cpu_ms"] for r in results[bare] + results[single_ml]):
-            # What a request with reasons cannot go below in this design: LightGBM's TreeSHAP
-            # (measured on a batch, its cheapest) on top of everything a request without reasons
+            # What a request with reasons cannot go below in this design: its TreeSHAP
+            # (measured on a batch, the cheapest case) on top of everything a request without reasons
             # costs. Against the peer's CPU per request it bounds the ratio a faster reason text
             # could reach.
             floor = cost["treeshap_ms"] + med(bare, "cpu_ms")

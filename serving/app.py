@@ -120,7 +120,7 @@ def _load(app: FastAPI, settings: ServingSettings) -> None:
     app.state.model_error = None
     app.state.reload_error = None
     try:
-        model = load_model(settings.model_uri, settings.tracking_uri)
+        model = load_model(settings.model_uri, settings.tracking_uri, settings.treeshap)
         _set_model(app, model)
         log.info("serving %s version %s (%s)", model.name, model.version or "-",
                  redact(settings.model_uri), extra={"event": "model_loaded",
@@ -163,7 +163,7 @@ def check_for_new_model(app: FastAPI, settings: ServingSettings) -> str:
         app.state.reload_error = None
         return "unchanged"
     try:
-        model = load_model(settings.model_uri, settings.tracking_uri)
+        model = load_model(settings.model_uri, settings.tracking_uri, settings.treeshap)
     except Exception as exc:  # noqa: BLE001 -- a bad new version must never take the old one down
         metrics.reloads.labels("load_error").inc()
         reason = f"version {version} could not be served: {exc}"

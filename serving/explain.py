@@ -1,9 +1,10 @@
 """Reasons: why the model gave an account its churn probability, in words a CSM can act on.
 
-The numbers come from LightGBM's own TreeSHAP (``Booster.predict(..., pred_contrib=True)``): for
-every row one contribution per feature plus the expected value (the last column), all on the
-model's raw (log-odds) scale, summing exactly to the raw score. A positive contribution pushes the
-churn probability up.
+The numbers are LightGBM's TreeSHAP values (``Booster.predict(..., pred_contrib=True)``), computed
+by :mod:`serving.treeshap`'s tables (checked against ``pred_contrib`` when the model loads) or by
+LightGBM itself: for every row one contribution per feature plus the expected value (the last
+column), all on the model's raw (log-odds) scale, summing exactly to the raw score. A positive
+contribution pushes the churn probability up.
 
 The words come from the feature catalogue (:data:`features.definitions.CATALOGUE`): its
 description and unit, and, when the catalogue declares the same window shifted back (for example

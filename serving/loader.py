@@ -37,6 +37,7 @@ from features.definitions import catalogue_by_name
 from features.modelframe import FeatureEncoder
 from serving.explain import Explainer
 from serving.schemas import score_request_model
+from serving.treeshap import Engine, TreeShap, fast_treeshap
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class LoadedModel:
     metadata: dict[str, Any]
     uri: str = ""
     source: str = ""
+    #: Per-leaf TreeSHAP tables (:mod:`serving.treeshap`); None = LightGBM's ``pred_contrib``.
+    treeshap: TreeShap | None = field(default=None, repr=False)
     feature_index: dict[str, int] = field(init=False, repr=False)
     explainer: Explainer = field(init=False, repr=False)
     category_codes: dict[str, dict[str, float]] = field(init=False, repr=False)
@@ -181,9 +184,17 @@ class LoadedModel:
         return np.asarray(self.booster.predict(matrix, raw_score=True,
                                                num_threads=PREDICT_THREADS), dtype=np.float64)
 
+    @property
+    def treeshap_engine(self) -> str:
+        """Which code computes the contributions: ``tables`` or ``lightgbm``."""
+        return "lightgbm" if self.treeshap is None else "tables"
+
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
         """TreeSHAP contributions: one column per feature plus the expected value (last column);
-        each row sums to the raw score."""
+        each row sums to the raw score. The same numbers from either engine (see
+        :mod:`serving.treeshap`)."""
+        if self.treeshap is not None:
+            return self.treeshap.contributions(matrix)
         return np.asarray(self.booster.predict(matrix, pred_contrib=True,
                                                num_threads=PREDICT_THREADS), dtype=np.float64)
 
@@ -422,9 +433,24 @@ def _check_features(encoder: FeatureEncoder, booster: lgb.Booster, where: str,
                              f"catalogue declares: {mismatched}.")
 
 
+def _treeshap_tables(booster: lgb.Booster, where: str) -> TreeShap | None:
+    """The model's TreeSHAP tables, or None (with a warning) to explain with LightGBM's own."""
+    try:
+        return fast_treeshap(booster)
+    except Exception as exc:  # noqa: BLE001 -- only a speed-up: any failure keeps LightGBM's
+        log.warning("%s: reasons use LightGBM's pred_contrib, not TreeSHAP tables: %s: %s",
+                    where, type(exc).__name__, exc, extra={"event": "treeshap_fallback"})
+        return None
+
+
 def load_from_dir(model_dir: str | Path, *, model_uri: str = "", name: str | None = None,
-                  version: str | None = None, alias: str | None = None) -> LoadedModel:
-    """Read a local model directory (or its ``artifacts`` directory)."""
+                  version: str | None = None, alias: str | None = None,
+                  treeshap: Engine = "tables") -> LoadedModel:
+    """Read a local model directory (or its ``artifacts`` directory).
+
+    ``treeshap``: ``tables`` explains with :mod:`serving.treeshap` when the model allows it
+    (checked against LightGBM's ``pred_contrib`` here), ``lightgbm`` always with LightGBM's.
+    """
     model_dir = Path(model_dir)
     where = model_uri or str(model_dir)
     if not model_dir.is_dir():
@@ -441,7 +467,8 @@ def load_from_dir(model_dir: str | Path, *, model_uri: str = "", name: str | Non
     model = LoadedModel(
         name=str(name or metadata.get("model_name") or "churn-risk"),
         version=version, alias=alias, booster=booster, encoder=encoder, catalogue=catalogue,
-        metadata=metadata, uri=model_uri or str(model_dir), source=str(artifacts.parent))
+        metadata=metadata, uri=model_uri or str(model_dir), source=str(artifacts.parent),
+        treeshap=_treeshap_tables(booster, where) if treeshap == "tables" else None)
     if model.extra_features:  # its request schema must build (names must be valid field names)
         try:
             score_request_model(1, model.extra_features)
@@ -473,28 +500,31 @@ def smoke_check(model: LoadedModel, where: str = "") -> None:
         raise ModelLoadError(f"{where}: feature contributions do not add up to the raw score.")
 
 
-def load_model(model_uri: str, tracking_uri: str) -> LoadedModel:
-    """Load the model ``model_uri`` names, resolving registry URIs against ``tracking_uri``.
+def load_model(model_uri: str, tracking_uri: str, treeshap: Engine = "tables") -> LoadedModel:
+    """Load the model ``model_uri`` names, resolving registry URIs against ``tracking_uri``
+    (``treeshap``: see :func:`load_from_dir`).
 
     Raises:
         ModelLoadError: with a message that says what is missing and what to do.
     """
     local = _local_path(model_uri)
     if local is not None:
-        model = load_from_dir(local, model_uri=model_uri)
+        model = load_from_dir(local, model_uri=model_uri, treeshap=treeshap)
     elif model_uri.startswith("models:/"):
         _check_tracking_store(tracking_uri)
         name, version, alias, location = _resolve_registered(model_uri, tracking_uri)
         model = load_from_dir(_download(location, tracking_uri), model_uri=model_uri, name=name,
-                              version=version, alias=alias)
+                              version=version, alias=alias, treeshap=treeshap)
     elif model_uri.startswith("runs:/"):
         _check_tracking_store(tracking_uri)
         location = _resolve_run(model_uri, tracking_uri)
-        model = load_from_dir(_download(location, tracking_uri), model_uri=model_uri)
+        model = load_from_dir(_download(location, tracking_uri), model_uri=model_uri,
+                              treeshap=treeshap)
     else:
-        model = load_from_dir(_download(model_uri, tracking_uri), model_uri=model_uri)
-    log.info("loaded model %s version %s (alias %s) from %s", model.name, model.version,
-             model.alias, redact(model_uri))
+        model = load_from_dir(_download(model_uri, tracking_uri), model_uri=model_uri,
+                              treeshap=treeshap)
+    log.info("loaded model %s version %s (alias %s) from %s; TreeSHAP: %s", model.name,
+             model.version, model.alias, redact(model_uri), model.treeshap_engine)
     return model
 
 

@@ -265,7 +265,8 @@ def build_router(settings: ServingSettings, metrics: Metrics | None = None) -> A
                                   max_batch_size=config.max_batch_size),
             calibrated=model.calibration is not None,
             observed_until=model.metadata.get("observed_until"),
-            run_id=model.metadata.get("run_id"))
+            run_id=model.metadata.get("run_id"),
+            treeshap=model.treeshap_engine)
 
     @v1.get("/accounts/{account_id}", tags=["history"],
             summary="Latest stored score of an account, with reasons, and its score history",

@@ -257,6 +257,9 @@ class ModelInfo(BaseModel):
     calibrated: bool = False
     observed_until: str | None = None
     run_id: str | None = None
+    #: What computes the reasons' contributions: ``tables`` (serving.treeshap, checked against
+    #: LightGBM at load) or ``lightgbm`` (its ``pred_contrib``); the numbers are the same.
+    treeshap: str = "lightgbm"
 
 
 class Problem(BaseModel):

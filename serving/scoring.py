@@ -8,9 +8,9 @@ pandas, so one account costs little more than one LightGBM row), the booster pre
 one call and the health components come from :func:`features.health.component_scores` and
 :func:`features.health.blend` on whole columns.
 
-With reasons, the booster is called once with ``pred_contrib=True`` (TreeSHAP): the contributions
-sum to the raw score, from which the probability follows, so explaining costs one LightGBM call,
-not two.
+With reasons, TreeSHAP runs once (:meth:`LoadedModel.contributions`: the tables of
+:mod:`serving.treeshap`, or LightGBM's ``pred_contrib``): the contributions sum to the raw score,
+from which the probability follows, so explaining costs one call, not two.
 """
 
 from __future__ import annotations

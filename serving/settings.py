@@ -30,7 +30,7 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, field_validator
@@ -150,6 +150,10 @@ class ServingSettings(BaseSettings):
     poll_seconds: float = Field(
         30.0, ge=0, description="Seconds between checks of the model alias (0 = never)")
     log_requests: bool = Field(True, description="One JSON log line per request")
+    treeshap: Literal["tables", "lightgbm"] = Field(
+        "tables", description="What computes the reasons' TreeSHAP values: 'tables' (per-leaf "
+        "tables, checked against LightGBM's pred_contrib when the model loads, falling back to "
+        "it for models they do not support) or 'lightgbm' (always pred_contrib); same numbers")
     churner_alarm: float = Field(
         0.05, ge=0, le=1, description="Portfolio alarm when Churners exceed this share")
     wildcard_alarm: float = Field(

@@ -328,7 +328,7 @@ def score(
     settings = _serving_settings("churn score", model_uri=model_uri, tracking_uri=tracking_uri,
                                  score_store_url=store_url, config_file=config)
     try:
-        model = load_model(settings.model_uri, settings.tracking_uri)
+        model = load_model(settings.model_uri, settings.tracking_uri, settings.treeshap)
     except ModelLoadError as exc:
         _fail(str(exc))
     tables = _load(data)

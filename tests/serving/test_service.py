@@ -39,7 +39,9 @@ def secured(local_registry, server_workdir, store_url):
     env = {"CHURN_TRACKING_URI": local_registry.tracking_uri,
            "CHURN_API_KEY_HASHES": json.dumps([key_digest(KEY), key_digest(OTHER_KEY)]),
            "CHURN_MAX_BODY_BYTES": str(BODY_LIMIT), "CHURN_SCORE_STORE_URL": store_url,
-           "CHURN_LOG_LEVEL": "info"}
+           "CHURN_LOG_LEVEL": "info",
+           # this server explains with LightGBM's own TreeSHAP (test_api's uses the tables)
+           "CHURN_TREESHAP": "lightgbm"}
     with start_server(uvicorn_factory_argv, env, server_workdir, ready=True) as server:
         yield server
 
@@ -169,6 +171,7 @@ def test_model_info_has_lifecycle_fields(client, local_registry):
     assert (info["version"], info["alias"]) == (local_registry.version, "champion")
     assert info["trained_at"] and info["metrics"]["roc_auc"] == 0.75
     assert info["calibrated"] is False and info["features"]
+    assert info["treeshap"] == "lightgbm"  # CHURN_TREESHAP reached the loader
 
 
 def test_open_cors_when_configured(local_registry, server_workdir, tmp_path):

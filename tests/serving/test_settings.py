@@ -18,7 +18,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch):
                  "CHURN_HEALTH_WEIGHTS", "CHURN_RISK_BANDS", "CHURN_HEALTH_BANDS",
                  "CHURN_MAX_BATCH_SIZE", "CHURN_WORKERS", "CHURN_CONFIG_FILE",
                  "CHURN_API_KEY_HASHES", "CHURN_CORS_ORIGINS", "CHURN_HOST",
-                 "CHURN_ALLOW_ANONYMOUS"):
+                 "CHURN_ALLOW_ANONYMOUS", "CHURN_TREESHAP"):
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     yield
@@ -34,6 +34,15 @@ def test_defaults():
     assert s.risk_bands == DEFAULT_RISK_BANDS == {"high": 0.3, "medium": 0.1, "low": 0.0}
     assert s.max_batch_size == 1000
     assert s.workers == 1
+    assert s.treeshap == "tables"
+
+
+def test_treeshap_engine_is_one_of_two(monkeypatch):
+    monkeypatch.setenv("CHURN_TREESHAP", "lightgbm")
+    assert ServingSettings().treeshap == "lightgbm"
+    monkeypatch.setenv("CHURN_TREESHAP", "fast")
+    with pytest.raises(ValidationError, match="treeshap"):
+        ServingSettings()
 
 
 def test_tracking_uri_falls_back_to_mlflow_env_and_churn_prefix_wins(monkeypatch):
