@@ -392,13 +392,16 @@ def main() -> None:
                       f"{r['p99_us'] / 1000:7.2f} ms  errors {r['errors']}{cpu}", flush=True)
             for name, server, small, big_body in mixed_scenarios:
                 wait_idle(server.pid)
+                before = cpu_by_process(server.pid)
                 one_r, big_r = wrk_mixed(small, big_body, args.seconds, root)
+                after = cpu_by_process(server.pid)
                 wait_idle(server.pid)
                 mixed[name].append((one_r, big_r))
+                busy = f", {busy_processes(before, after)} busy" if before and after else ""
                 print(f"  mixed, {name:38s} 1 account: {one_r['rps']:7.1f} req/s  p50 "
                       f"{one_r['p50_us'] / 1000:7.2f} ms  p99 {one_r['p99_us'] / 1000:7.2f} ms; "
                       f"meanwhile {big_r['rps']:.1f} batches/s  errors "
-                      f"{one_r['errors'] + big_r['errors']}", flush=True)
+                      f"{one_r['errors'] + big_r['errors']}{busy}", flush=True)
 
         def med(name: str, key: str) -> float:
             return float(np.median([r[key] for r in results[name]]))
