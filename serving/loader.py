@@ -185,7 +185,7 @@ class LoadedModel:
                                                num_threads=PREDICT_THREADS), dtype=np.float64)
 
     @property
-    def treeshap_engine(self) -> str:
+    def treeshap_engine(self) -> Engine:
         """Which code computes the contributions: ``tables`` or ``lightgbm``."""
         return "lightgbm" if self.treeshap is None else "tables"
 

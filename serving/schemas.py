@@ -259,7 +259,7 @@ class ModelInfo(BaseModel):
     run_id: str | None = None
     #: What computes the reasons' contributions: ``tables`` (serving.treeshap, checked against
     #: LightGBM at load) or ``lightgbm`` (its ``pred_contrib``); the numbers are the same.
-    treeshap: str = "lightgbm"
+    treeshap: Literal["tables", "lightgbm"]
 
 
 class Problem(BaseModel):

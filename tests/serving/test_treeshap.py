@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.definitions import catalogue_records
+from features.definitions import CATALOGUE, catalogue_records, categorical_features
+from features.modelframe import FeatureEncoder
 from serving.loader import load_from_dir
 from serving.scoring import score_accounts
 from serving.treeshap import TOLERANCE, TreeShap, Unsupported, fast_treeshap
@@ -160,9 +161,6 @@ def test_a_model_the_tables_cannot_take_is_served_with_lightgbm(tmp_path, caplog
     """Deep trees (here: unlimited depth, 255 leaves) load, explained by pred_contrib, with a
     warning that says why."""
     frame, y = random_feature_frame(3000, seed=11)
-    from features.definitions import CATALOGUE, categorical_features
-    from features.modelframe import FeatureEncoder
-
     names = [spec.name for spec in CATALOGUE]
     encoder = FeatureEncoder(names, categorical_features()).fit(frame)
     booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1,
