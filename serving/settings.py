@@ -150,6 +150,7 @@ class ServingSettings(BaseSettings):
     poll_seconds: float = Field(
         30.0, ge=0, description="Seconds between checks of the model alias (0 = never)")
     log_requests: bool = Field(True, description="One JSON log line per request")
+    # serving.treeshap.Engine spelled out: importing it would load numba with the settings.
     treeshap: Literal["tables", "lightgbm"] = Field(
         "tables", description="What computes the reasons' TreeSHAP values: 'tables' (per-leaf "
         "tables, checked against LightGBM's pred_contrib when the model loads, falling back to "

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.definitions import CATALOGUE, catalogue_records, categorical_features
+from features.definitions import CATALOGUE, categorical_features
 from features.modelframe import FeatureEncoder
 from serving.loader import load_from_dir
 from serving.scoring import score_accounts
@@ -168,8 +168,7 @@ def test_a_model_the_tables_cannot_take_is_served_with_lightgbm(tmp_path, caplog
                         lgb.Dataset(encoder.transform(frame), y, feature_name=names,
                                     categorical_feature=encoder.categorical_indices),
                         num_boost_round=40)
-    model_dir = write_model_dir(tmp_path / "deep", booster, encoder,
-                                catalogue=catalogue_records())
+    model_dir = write_model_dir(tmp_path / "deep", booster, encoder)
     with caplog.at_level(logging.WARNING, logger="serving.loader"):
         model = load_from_dir(model_dir)
     assert model.treeshap_engine == "lightgbm"
