@@ -57,7 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from features.definitions import CATALOGUE, catalogue_records, categorical_features  # noqa: E402
-from features.modelframe import FeatureEncoder  # noqa: E402
+from features.encoder import FeatureEncoder  # noqa: E402
 
 LUA = """
 wrk.method = "POST"
@@ -99,7 +99,7 @@ def register_model(root: Path, trees: int = 300) -> tuple[str, dict]:
 
     The booster is also left at ``root / "booster.txt"``.
     """
-    from training.registry import ensure_experiment, log_and_register
+    from training.tracking import ensure_experiment, log_and_register
 
     frame = random_frame(20_000, 1)
     names = list(frame.columns)

@@ -27,13 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from features.synthetic import generate  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
-from training.pipeline import fit_fold  # noqa: E402
-from training.train import (  # noqa: E402
-    backtest_folds,
-    build_training_set,
-    holdout_fold,
-    resolve_label,
-)
+from training.dataset import build_training_set, resolve_label  # noqa: E402
+from training.run import fit_fold  # noqa: E402
+from training.splits import backtest_folds, holdout_fold  # noqa: E402
 
 METRICS = ("roc_auc", "pr_auc", "top_decile_lift")
 

@@ -1,15 +1,14 @@
-"""Input data contract v1: the five tables, how they are read, and how they are validated.
+"""Input data contract v1: the five tables, their columns, and how a frame is validated.
 
-A data directory holds one CSV or Parquet file per table (``accounts.csv``, ``subscriptions.parquet``
-...). ``load_tables`` reads and validates them and returns typed pandas frames; any violation raises
-:class:`DataContractError` naming the file, the column and the first bad rows. See
-``docs/data-contract.md`` for the user-facing description.
+This module only declares and validates; :mod:`features.sources` decides where the tables come
+from (a folder, a mapping file or a database). Any violation raises :class:`DataContractError`
+naming the file, the column and the first bad rows. ``docs/data-contract.md`` is the user-facing
+description.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import pandas as pd
@@ -18,8 +17,6 @@ from features.definitions import DEFAULT_CONFIG, FeatureConfig
 
 Kind = Literal["id", "str", "date", "datetime", "float", "int"]
 
-#: The suffixes we read, in the order we look for them.
-SUFFIXES = (".parquet", ".csv", ".csv.gz")
 #: How many bad rows an error message quotes.
 MAX_QUOTED_ROWS = 5
 
@@ -213,62 +210,6 @@ class Tables:
         return max(dates).normalize()
 
 
-def find_table_file(data_dir: Path, name: str) -> Path | None:
-    """The file holding table ``name`` in ``data_dir`` (Parquet preferred), or None."""
-    for suffix in SUFFIXES:
-        path = data_dir / f"{name}{suffix}"
-        if path.exists():
-            return path
-    return None
-
-
-def read_raw(path: Path) -> pd.DataFrame:
-    """Read a table file as-is (CSV as strings, so that validation sees what was written)."""
-    if path.name.endswith(".parquet"):
-        return pd.read_parquet(path)
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-
-
-def load_tables(data_dir: str | Path) -> Tables:
-    """Read and validate every table in ``data_dir``.
-
-    ``data_dir`` may also be a mapping file (``*.yaml``, see :mod:`features.mapping`), which is then
-    loaded with its own data location, or an Ibis connection URL of a database holding the
-    contract's tables (``postgresql://user@host:5432/db``).
-
-    Raises:
-        DataContractError: a required table or column is missing, or a value breaks the contract.
-    """
-    if isinstance(data_dir, str) and "://" in data_dir:
-        from features.mapping import load_database
-
-        return load_database(data_dir)
-    data_dir = Path(data_dir)
-    if data_dir.suffix in (".yaml", ".yml") and data_dir.is_file():
-        from features.mapping import load_mapped
-
-        return load_mapped(data_dir)
-    if not data_dir.is_dir():
-        raise DataContractError(str(data_dir), "data directory does not exist")
-    frames: dict[str, pd.DataFrame] = {}
-    files: dict[str, str] = {}
-    absent: dict[str, tuple[str, ...]] = {}
-    for spec in TABLES:
-        path = find_table_file(data_dir, spec.name)
-        if path is None:
-            if spec.required:
-                expected = " or ".join(f"{spec.name}{s}" for s in SUFFIXES)
-                raise DataContractError(str(data_dir), f"required table missing: expected {expected}")
-            continue
-        raw = read_raw(path)
-        absent[spec.name] = absent_columns(spec, raw)
-        frames[spec.name] = validate_table(spec, raw, path.name)
-        files[spec.name] = path.name
-    tables = Tables(**frames, source=str(data_dir), files=files, absent_columns=absent)
-    check_references(tables)
-    return tables
-
-
 def validate_tables(tables: Tables) -> Tables:
     """Validate frames built in memory (e.g. by the generator or a test) like files on disk."""
     out = {}
@@ -289,7 +230,7 @@ def validate_tables(tables: Tables) -> Tables:
     return result
 
 
-def _row_numbers(frame: pd.DataFrame, mask: pd.Series, file: str) -> list[int]:
+def row_numbers(frame: pd.DataFrame, mask: pd.Series, file: str) -> list[int]:
     """Human row numbers of bad rows: CSV line numbers (header is line 1) or 0-based Parquet rows."""
     positions = [int(i) for i in mask.to_numpy().nonzero()[0][: MAX_QUOTED_ROWS + 1]]
     offset = 2 if ".csv" in file else 0
@@ -316,7 +257,7 @@ def _parse(spec: TableSpec, col: Column, values: pd.Series, file: str) -> pd.Ser
         if bad.any():
             example = values[bad].iloc[0]
             raise DataContractError(file, f"unparseable {col.kind} {example!r} (expected ISO 8601, "
-                                    "e.g. 2024-03-31)", col.name, _row_numbers(values, bad, file))
+                                    "e.g. 2024-03-31)", col.name, row_numbers(values, bad, file))
         parsed = parsed.astype("datetime64[us]")
         if col.kind == "date":
             parsed = parsed.dt.normalize()
@@ -326,30 +267,30 @@ def _parse(spec: TableSpec, col: Column, values: pd.Series, file: str) -> pd.Ser
         if bad.any():
             example = values[bad].iloc[0]
             raise DataContractError(file, f"not a number: {example!r}", col.name,
-                                    _row_numbers(values, bad, file))
+                                    row_numbers(values, bad, file))
         parsed = parsed.astype("float64")
         if col.kind == "int":
             frac = parsed.notna() & (parsed != parsed.round())
             if frac.any():
                 raise DataContractError(file, "expected whole numbers", col.name,
-                                        _row_numbers(values, frac, file))
+                                        row_numbers(values, frac, file))
         for bound, bad in (("min", parsed < col.min if col.min is not None else None),
                            ("max", parsed > col.max if col.max is not None else None)):
             if bad is not None and bad.any():
                 limit = col.min if bound == "min" else col.max
                 word = "below" if bound == "min" else "above"
                 raise DataContractError(file, f"value {parsed[bad].iloc[0]:g} {word} {limit:g}",
-                                        col.name, _row_numbers(values, bad, file))
+                                        col.name, row_numbers(values, bad, file))
     missing = parsed.isna()
     if not col.nullable and missing.any():
         raise DataContractError(file, "empty values are not allowed", col.name,
-                                _row_numbers(values, missing, file))
+                                row_numbers(values, missing, file))
     if col.choices is not None:
         bad = parsed.notna() & ~parsed.isin(col.choices)
         if bad.any():
             raise DataContractError(file, f"unexpected value {parsed[bad].iloc[0]!r}; expected one "
                                     f"of {', '.join(col.choices)}", col.name,
-                                    _row_numbers(values, bad, file))
+                                    row_numbers(values, bad, file))
     return parsed
 
 
@@ -376,7 +317,7 @@ def validate_table(spec: TableSpec, raw: pd.DataFrame, file: str) -> pd.DataFram
         dup = out.duplicated(list(spec.key), keep="first")
         if dup.any():
             raise DataContractError(file, f"duplicate key ({', '.join(spec.key)})",
-                                    ", ".join(spec.key), _row_numbers(out, dup, file))
+                                    ", ".join(spec.key), row_numbers(out, dup, file))
     _check_rules(spec, out, file)
     return out
 
@@ -392,12 +333,12 @@ def _check_rules(spec: TableSpec, frame: pd.DataFrame, file: str) -> None:
         bad = frame["end_date"].notna() & (frame["end_date"] < frame["start_date"])
         if bad.any():
             raise DataContractError(file, "end_date before start_date", "end_date",
-                                    _row_numbers(frame, bad, file))
+                                    row_numbers(frame, bad, file))
     if spec.name == "touchpoints":
         bad = frame["resolved_at"].notna() & (frame["resolved_at"] < frame["timestamp"])
         if bad.any():
             raise DataContractError(file, "resolved_at before timestamp", "resolved_at",
-                                    _row_numbers(frame, bad, file))
+                                    row_numbers(frame, bad, file))
     if spec.name == "surveys":
         for kind, (low, high) in SCORE_RANGES.items():
             bad = (frame["kind"] == kind) & frame["score"].notna()
@@ -405,7 +346,7 @@ def _check_rules(spec: TableSpec, frame: pd.DataFrame, file: str) -> None:
             if bad.any():
                 raise DataContractError(
                     file, f"{kind} score {frame['score'][bad].iloc[0]:g} out of range "
-                    f"{low}-{high}", "score", _row_numbers(frame, bad.fillna(False), file))
+                    f"{low}-{high}", "score", row_numbers(frame, bad.fillna(False), file))
 
 
 def check_references(tables: Tables) -> None:
@@ -421,4 +362,4 @@ def check_references(tables: Tables) -> None:
             raise DataContractError(
                 file, f"account_id {frame['account_id'][bad].iloc[0]!r} is not in "
                 f"{tables.files.get('accounts', 'accounts')}", "account_id",
-                _row_numbers(frame, bad, file))
+                row_numbers(frame, bad, file))

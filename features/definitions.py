@@ -1,4 +1,4 @@
-"""The feature catalogue: every feature declared once, computed by one engine (``builder``).
+"""The feature catalogue: every feature declared once, computed by one engine (``pointintime``).
 
 Each :class:`FeatureSpec` says what a feature means (family, window, aggregation, a plain-language
 description that CS people read in the API's reasons and in ``docs/features.md``) and how it is
@@ -8,7 +8,9 @@ computed, as one of a few declarative computations:
   shifted back, for "the 30 days before that").
 * :class:`Since`    -- days from the last day a measure was non-zero to ``as_of``.
 * :class:`Distinct` -- distinct keys (events, users) seen in the N days before ``as_of``.
-* :class:`Derived`  -- a formula over other features (ratios, trends, buckets).
+* :class:`Derived`  -- a formula over other features (ratios, trends, differences).
+* :class:`Rule`     -- a business rule of :mod:`features.surveys` over other features (NPS bucket,
+  CSAT x NPS quadrant, survey due), the same function the scoring API applies.
 * :class:`Attribute`-- an account attribute or the state of its subscription at ``as_of``.
 
 Windows are always ``[as_of - N days, as_of)``: rows dated on ``as_of`` or later are never used.
@@ -17,8 +19,12 @@ Windows are always ``[as_of - N days, as_of)``: rows dated on ``as_of`` or later
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from features import surveys
+from features.surveys import DEFAULT_POLICY, SurveyPolicy
 
 Family = Literal["usage_depth", "usage_frequency", "touchpoints", "surveys", "account"]
 Dtype = Literal["float", "category"]
@@ -61,7 +67,7 @@ class Distinct:
 
 @dataclass(frozen=True)
 class Derived:
-    """A formula over other features; ``formula`` names a function in ``builder.FORMULAS``."""
+    """A formula over other features; ``formula`` names a function in ``pointintime.FORMULAS``."""
 
     formula: str
     inputs: tuple[str, ...]
@@ -83,7 +89,17 @@ class Median:
     days: int
 
 
-Computation = Window | Since | Distinct | Derived | Attribute | Median
+@dataclass(frozen=True)
+class Rule:
+    """A business rule over other features, applied to the computed columns (numpy arrays);
+    ``policy``: the function also takes the data set's :class:`~features.surveys.SurveyPolicy`."""
+
+    function: Callable[..., Any]
+    inputs: tuple[str, ...]
+    policy: bool = False
+
+
+Computation = Window | Since | Distinct | Derived | Attribute | Median | Rule
 
 
 @dataclass(frozen=True)
@@ -238,7 +254,7 @@ CATALOGUE: tuple[FeatureSpec, ...] = (
                 Attribute("last_nps"), aggregation="last", unit="points"),
     FeatureSpec("nps_bucket", "surveys",
                 "Latest NPS answer as detractor (0-6), passive (7-8) or promoter (9-10)",
-                Derived("nps_bucket", ("last_nps",)), aggregation="last", dtype="category"),
+                Rule(surveys.nps_buckets, ("last_nps",)), aggregation="last", dtype="category"),
     FeatureSpec("nps_change", "surveys",
                 "Change of the latest NPS answer against the one before it (points)",
                 Derived("difference", ("last_nps", "_previous_nps")), aggregation="change",
@@ -260,21 +276,25 @@ CATALOGUE: tuple[FeatureSpec, ...] = (
     FeatureSpec("days_since_last_survey", "surveys",
                 "Days since the account was last sent a survey",
                 Since("surveys", "sent"), aggregation="recency", unit="days"),
+    FeatureSpec("days_since_last_nps_sent", "surveys",
+                "Days since the account was last sent an NPS survey (answered or not)",
+                Since("surveys", "nps_sent"), aggregation="recency", unit="days"),
     FeatureSpec("nps_survey_due", "surveys",
                 "NPS survey due: 1 when a customer of at least 180 days was sent no NPS survey "
                 "in the last 180 days",
-                Derived("nps_due", ("_days_since_nps_sent", "tenure_days")), window_days=180,
-                aggregation="flag", unit="flag"),
+                Rule(surveys.nps_survey_due, ("days_since_last_nps_sent", "tenure_days"),
+                     policy=True), window_days=180, aggregation="flag", unit="flag"),
     FeatureSpec("onboarding_survey_due", "surveys",
                 "Onboarding survey due: 1 when a new customer (14 to 180 days) has never been "
                 "sent an NPS survey",
-                Derived("onboarding_due", ("_days_since_nps_sent", "tenure_days")),
-                aggregation="flag", unit="flag"),
+                Rule(surveys.onboarding_survey_due, ("days_since_last_nps_sent", "tenure_days"),
+                     policy=True), aggregation="flag", unit="flag"),
     FeatureSpec("csat_nps_quadrant", "surveys",
                 "CSAT x NPS quadrant: Advocate (NPS 7+ and at least half of CSAT satisfied), "
                 "VIP-support (NPS 7+, CSAT mostly unsatisfied: loyal but let down by support), "
                 "Wildcard (detractor NPS, CSAT mostly satisfied), Churner (both low); CSAT over "
-                "180 days", Derived("quadrant", ("last_nps", "csat_satisfied_share_180d")),
+                "180 days", Rule(surveys.quadrants, ("last_nps", "csat_satisfied_share_180d"),
+                                 policy=True),
                 window_days=180, aggregation="last", dtype="category"),
     # --- account: who the customer is and where its subscription stands
     FeatureSpec("tenure_days", "account", "Days since the account became a customer",
@@ -305,7 +325,6 @@ HELPERS: tuple[FeatureSpec, ...] = (
     _window("_csat_satisfied_180d", "surveys", "surveys", "csat_satisfied", 180, "", ""),
     _window("_csat_satisfied_90d", "surveys", "surveys", "csat_satisfied", 90, "", ""),
     _window("_csat_answered_90d", "surveys", "surveys", "csat_answered", 90, "", ""),
-    FeatureSpec("_days_since_nps_sent", "surveys", "", Since("surveys", "nps_sent")),
     _window("_events_x_day_90d", "usage_frequency", "usage_events", "events_x_day", 90, "", ""),
     _window("_events_sq_30d", "usage_frequency", "usage_events", "events_sq", 30, "", ""),
     _window("_csat_answered_180d", "surveys", "surveys", "csat_answered", 180, "", ""),
@@ -313,11 +332,6 @@ HELPERS: tuple[FeatureSpec, ...] = (
     _window("_surveys_sent_365d", "surveys", "surveys", "sent", 365, "", ""),
 )
 
-NPS_BUCKETS = ("detractor", "passive", "promoter")
-QUADRANTS = ("Advocate", "VIP-support", "Wildcard", "Churner")
-#: Survey-due flags: the NPS cadence and the onboarding window (days of tenure).
-NPS_CADENCE_DAYS = 180
-ONBOARDING_SURVEY_DAYS = 14
 _STATIC_NAMES = frozenset(spec.name for spec in CATALOGUE)
 
 
@@ -359,6 +373,8 @@ class FeatureConfig:
     review_days: int = 91
     #: Channels that count as business reviews (for the review cadence).
     review_channels: tuple[str, ...] = ("qbr", "meeting", "review")
+    #: The quadrant thresholds and the NPS survey cadence of the survey-rule features.
+    survey_policy: SurveyPolicy = field(default=DEFAULT_POLICY)
 
     def __post_init__(self) -> None:
         if any(w < 1 for w in self.key_event_windows):

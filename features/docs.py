@@ -37,8 +37,10 @@ rows (today). A feature whose table is absent (no touchpoints, no surveys) is em
 `family_availability(tables)` (also in the frame's `attrs["families"]`) says which families
 were available.
 
-Python: `features.builder.build_features(tables, observations)` returns a pandas frame keyed by
-(`account_id`, `as_of`) with one column per feature of `catalogue(tables.feature_config)`.
+Python: `features.pointintime.build_features(tables, observations)` returns a pandas frame keyed
+by (`account_id`, `as_of`) with one column per feature of `catalogue(tables.feature_config)`;
+`features.rows.feature_rows(tables, ...)` picks the rows (every active account at each date) and,
+with a horizon, labels them.
 Command line: `churn features --data DIR|MAPPING.yaml --out FILE.parquet [--as-of D1,D2 | --every month]`.
 
 DuckDB's working memory while building is bounded (1 GB by default; set
@@ -48,10 +50,6 @@ Speed and memory against pandas: [benchmarks](benchmarks.md).
 Fat-tailed counts (marked *log* below) are log-scaled (`log1p`) where they feed the health
 components and the logistic baseline.
 """
-
-#: The hand-written part of the page: the mapping format (kept beside this module).
-MAPPINGS_TEXT = Path(__file__).with_name("docs_mappings.md")
-
 
 def _window(spec: FeatureSpec) -> str:
     return f"{spec.window_days} d" if spec.window_days else ""
@@ -76,8 +74,8 @@ def render(config: FeatureConfig | None = None) -> str:
     lines += ["## Configured per data set", "",
               "A mapping's `features:` section adds, for each key event `E` and window `W`, "
               "`key_E_Wd` (uses of that feature in the last W days, usage depth), and one feature "
-              "per extra account attribute (named after the column, or its `name`).", ""]
-    lines.append(MAPPINGS_TEXT.read_text())
+              "per extra account attribute (named after the column, or its `name`). The mapping "
+              "format: [bring your own data](mappings.md).", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

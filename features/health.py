@@ -10,9 +10,12 @@ Every component is a score from 0 to 100 (100 = healthiest):
 * ``risk``       -- ``100 * (1 - churn_probability)`` from the model.
 
 A component without data (no surveys yet, no touchpoint table) is left out and its weight is
-shared among the others in proportion to their weights. This module is pure so that serving (the
-live score), training (the rule-only baseline and the health backtest) and notebooks share one
-definition; serving owns the configured weights and bands.
+shared among the others in proportion to their weights.
+
+The bands are here too: health bands on the 0-100 score and risk bands on the churn probability,
+each a set of lower bounds, applied by :func:`band_labels`. This module is pure so that serving
+(the live score), training (the rule-only baseline and the health backtest) and notebooks share
+one definition; serving's settings choose the weights and bands, starting from these defaults.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from features.definitions import FeatureConfig, catalogue
 COMPONENTS = ("usage", "engagement", "sentiment", "risk")
 DEFAULT_WEIGHTS: dict[str, float] = {"usage": 0.3, "engagement": 0.2, "sentiment": 0.2,
                                      "risk": 0.3}
-#: Lower bounds of the health bands, best first.
-DEFAULT_BANDS: dict[str, float] = {"green": 70.0, "amber": 40.0, "red": 0.0}
+#: Lower bounds of the health bands (0-100), best first.
+DEFAULT_HEALTH_BANDS: dict[str, float] = {"green": 70.0, "amber": 40.0, "red": 0.0}
+#: Lower bounds of the risk bands on the churn probability: low < 0.1 <= medium < 0.3 <= high.
+DEFAULT_RISK_BANDS: dict[str, float] = {"high": 0.3, "medium": 0.1, "low": 0.0}
 
 Columns = Mapping[str, np.ndarray]
 
@@ -104,12 +109,37 @@ def blend(components: Mapping[str, np.ndarray], weights: Mapping[str, float] = D
     return health, {c: effective[i] for i, c in enumerate(names)}
 
 
-def band(health: float, bands: Mapping[str, float] = DEFAULT_BANDS) -> str:
-    """The first band (best first) whose lower bound the score reaches."""
-    for name, low in sorted(bands.items(), key=lambda kv: -kv[1]):
-        if health >= low:
-            return name
-    return list(bands)[-1]
+def band_labels(values: np.ndarray, bands: Mapping[str, float]) -> list[str | None]:
+    """Band of each value: the band with the highest lower bound <= value (None for NaN); a
+    value below every bound gets the lowest band."""
+    ordered = sorted(bands.items(), key=lambda kv: kv[1])
+    lows = np.array([low for _, low in ordered], dtype=np.float64)
+    names = [name for name, _ in ordered]
+    values = np.asarray(values, dtype=np.float64)
+    idx = np.maximum(np.searchsorted(lows, values, side="right") - 1, 0)
+    nan = np.isnan(values)
+    return [None if nan[i] else names[k] for i, k in enumerate(idx.tolist())]
+
+
+def numeric_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The numeric columns of a feature frame as float arrays (missing = NaN)."""
+    return {c: pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            for c in frame.columns if not isinstance(frame[c].dtype, pd.StringDtype)
+            and frame[c].dtype != object}
+
+
+def health_scores(frame: pd.DataFrame, churn_probability: np.ndarray | None = None,
+                  weights: Mapping[str, float] = DEFAULT_WEIGHTS) -> np.ndarray:
+    """The 0-100 health score of each row of a feature frame: rule-only without a probability,
+    blended with the model's risk with one."""
+    health, _ = blend(component_scores(numeric_columns(frame), churn_probability), weights)
+    return health
+
+
+def rule_risk(frame: pd.DataFrame) -> np.ndarray:
+    """The rule-only health score as a churn-risk score (100 - health; no data = neutral 50)."""
+    health = health_scores(frame)
+    return 100.0 - np.where(np.isnan(health), 50.0, health)
 
 
 def log_scaled(frame: pd.DataFrame, config: FeatureConfig | None = None) -> pd.DataFrame:

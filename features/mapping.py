@@ -4,36 +4,33 @@ A mapping file names, for each contract table, where its rows come from (a file 
 or a table in a database reached through an Ibis connection URL), which source column feeds each
 contract column and how values are converted (date formats such as D/M/YYYY, value maps for
 booleans or labels, constants). It also sets the data set's feature settings (key events, extra
-account attributes, contact cadence) and its churn definition. ``docs/features.md`` describes the
+account attributes, contact cadence) and its churn definition. ``docs/mappings.md`` describes the
 format; ``features/mappings/`` holds worked examples (``sim-dev.yaml``, ``ravenstack-saas.yaml``).
 
-Entry points: :func:`load_mapped` (a mapping plus a data directory or URL -> validated
-:class:`~features.contract.Tables`) and :func:`load_database` (contract-shaped tables in a database).
+This module is the format and its application to source tables read by a
+:class:`~features.sources.TableReader`; :mod:`features.sources` decides where the data comes from
+(``load_tables`` / ``load_mapped``).
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Literal, Protocol
 
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from features.contract import (
-    SUFFIXES,
     TABLES,
     ChurnSettings,
     Column,
     DataContractError,
     Tables,
     TableSpec,
-    _row_numbers,
     absent_columns,
     check_references,
-    read_raw,
+    row_numbers,
     validate_table,
 )
 from features.definitions import AccountAttribute, FeatureConfig
@@ -179,80 +176,24 @@ def read_mapping(path: str | Path) -> Mapping:
         raise DataContractError(str(path), f"invalid mapping {text}") from exc
 
 
-def redact(url: str) -> str:
-    """A connection URL without its password (for messages)."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
-def is_url(location: str | Path) -> bool:
-    return isinstance(location, str) and re.match(r"^[a-z][a-z0-9+]*://", location) is not None
-
-
-class _Source:
-    """Reads source tables from a directory or a database, once each."""
-
-    def __init__(self, location: str | Path):
-        self.location = location
-        self.cache: dict[str, tuple[pd.DataFrame, str]] = {}
-        self.con = None
-        if is_url(location):
-            import ibis
-
-            try:
-                self.con = ibis.connect(str(location))
-            except Exception as exc:  # driver errors vary by backend
-                raise DataContractError(redact(str(location)),
-                                        f"cannot connect: {exc}".splitlines()[0]) from exc
-        elif not Path(location).is_dir():
-            raise DataContractError(str(location), "data directory does not exist")
+class TableReader(Protocol):
+    """Reads a source table by name (``features.sources`` has one for folders and databases)."""
 
     def read(self, name: str) -> tuple[pd.DataFrame, str]:
-        """(frame, label for messages) of source table ``name``."""
-        if name in self.cache:
-            return self.cache[name]
-        if self.con is not None:
-            label = f"{name} ({redact(str(self.location))})"
-            try:
-                frame = self.con.table(name).to_pandas()
-            except Exception as exc:
-                raise DataContractError(label, f"cannot read table: {exc}".splitlines()[0]) from exc
-        else:
-            path = _find(Path(self.location), name)
-            label = path.name
-            frame = _read_file(path)
-        self.cache[name] = (frame, label)
-        return frame, label
+        """``(frame, label for messages)`` of source table ``name``."""
+        ...
 
 
-def _find(data_dir: Path, name: str) -> Path:
-    candidates = [data_dir / name] + [data_dir / f"{name}{s}" for s in SUFFIXES]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise DataContractError(str(data_dir), f"source table {name!r} not found (looked for "
-                            f"{', '.join(p.name for p in candidates)})")
-
-
-def _read_file(path: Path) -> pd.DataFrame:
-    """Read a file as text (CSV) or as typed (Parquet); large CSVs are read by DuckDB."""
-    if path.name.endswith(".parquet") or path.stat().st_size < 5_000_000:
-        return read_raw(path)
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        rel = con.read_csv(str(path), all_varchar=True, header=True)
-        return rel.df()
-    finally:
-        con.close()
+def shipped_mapping(name: str | Path) -> Path:
+    """The path of a mapping file, or of the shipped mapping of that name (``"sim-dev"``)."""
+    path = Path(name)
+    if not path.exists() and (MAPPINGS_DIR / f"{name}.yaml").exists():
+        return MAPPINGS_DIR / f"{name}.yaml"
+    return path
 
 
 def _convert(col: ColumnMap, frame: pd.DataFrame, label: str, out_name: str,
-             source: _Source) -> pd.Series:
+             source: TableReader) -> pd.Series:
     if col.value is not None:
         return pd.Series([col.value] * len(frame), index=frame.index, dtype=object)
     if col.source not in frame.columns:
@@ -270,7 +211,7 @@ def _convert(col: ColumnMap, frame: pd.DataFrame, label: str, out_name: str,
         if bad.any():
             raise DataContractError(label, f"{values[bad].iloc[0]!r} not found in "
                                     f"{other_label} column {col.lookup.key!r}", col.source,
-                                    _row_numbers(frame, bad, label))
+                                    row_numbers(frame, bad, label))
         values = looked
     if col.map is not None:
         text = values.astype("string").str.strip()
@@ -279,7 +220,7 @@ def _convert(col: ColumnMap, frame: pd.DataFrame, label: str, out_name: str,
         if bad.any():
             raise DataContractError(label, f"value {text[bad].iloc[0]!r} has no entry in the "
                                     f"mapping's 'map' ({', '.join(known)})", col.source,
-                                    _row_numbers(frame, bad, label))
+                                    row_numbers(frame, bad, label))
         values = pd.Series([known.get(v) if isinstance(v, str) and v else None for v in text],
                            index=frame.index, dtype=object)
     if col.format is not None:
@@ -290,12 +231,12 @@ def _convert(col: ColumnMap, frame: pd.DataFrame, label: str, out_name: str,
         if bad.any():
             raise DataContractError(label, f"date {text[bad].iloc[0]!r} does not match the "
                                     f"format {col.format!r}", col.source,
-                                    _row_numbers(frame, bad, label))
+                                    row_numbers(frame, bad, label))
         values = parsed
     return values
 
 
-def _map_table(name: str, spec: TableMap, source: _Source
+def _map_table(name: str, spec: TableMap, source: TableReader
                ) -> tuple[pd.DataFrame, str, tuple[str, ...]]:
     frame, label = source.read(spec.source)
     out = pd.DataFrame(index=frame.index)
@@ -324,7 +265,7 @@ def _collapse(frame: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["account_id", "timestamp"], kind="stable").reset_index(drop=True)
 
 
-def _churn_from_events(mapping: ChurnMap, subs: pd.DataFrame, source: _Source) -> pd.DataFrame:
+def _churn_from_events(mapping: ChurnMap, subs: pd.DataFrame, source: TableReader) -> pd.DataFrame:
     """Subscription ends rewritten from dated churn events.
 
     Each subscription ends at the first churn event after its start (or stays open when none
@@ -353,35 +294,16 @@ def _as_col(spec: str | ColumnMap) -> ColumnMap:
     return ColumnMap(**{"from": spec}) if isinstance(spec, str) else spec
 
 
-def load_mapped(mapping: str | Path | Mapping, data: str | Path | None = None) -> Tables:
-    """Load a data set through a mapping into validated contract tables.
-
-    Args:
-        mapping: a mapping file (YAML), the name of a shipped mapping (``"sim-dev"``,
-            ``"ravenstack-saas"``) or a parsed :class:`Mapping`.
-        data: the data directory or an Ibis connection URL (``postgresql://user@host/db``);
-            default the mapping's ``data`` (a directory relative to the mapping file).
+def apply_mapping(mapping: Mapping, source: TableReader, data_label: str) -> Tables:
+    """The validated contract tables ``mapping`` makes of the source tables ``source`` reads.
 
     Returns:
         Tables carrying the mapping's feature settings (``tables.feature_config``) and churn
-        definition (``tables.churn``).
+        definition (``tables.churn``); ``data_label`` (redacted) is their ``source``.
 
     Raises:
         DataContractError: the mapping or the data breaks the format; names file, column, rows.
     """
-    base = Path.cwd()
-    if not isinstance(mapping, Mapping):
-        path = Path(mapping)
-        if not path.exists() and (MAPPINGS_DIR / f"{mapping}.yaml").exists():
-            path = MAPPINGS_DIR / f"{mapping}.yaml"
-        base = path.resolve().parent
-        mapping = read_mapping(path)
-    if data is None:
-        if mapping.data is None:
-            raise DataContractError(mapping.name, "no data location: pass one or set 'data' in "
-                                    "the mapping")
-        data = mapping.data if is_url(mapping.data) else base / mapping.data
-    source = _Source(data if is_url(data) else Path(data))
     frames: dict[str, pd.DataFrame] = {}
     files: dict[str, str] = {}
     absent: dict[str, tuple[str, ...]] = {}
@@ -396,43 +318,31 @@ def load_mapped(mapping: str | Path | Mapping, data: str | Path | None = None) -
         config = mapping.features.config()
     except (ValueError, TypeError) as exc:
         raise DataContractError(mapping.name, f"invalid features section: {exc}") from exc
-    usage = frames.get("usage_events")
-    if config.key_events:
-        seen = set(usage["event"].dropna().unique()) if usage is not None else set()
-        unknown = [e for e in config.key_events if e not in seen]
-        if unknown:
-            shown = ", ".join(sorted(map(str, seen))[:20]) or "none"
-            raise DataContractError(files.get("usage_events", mapping.name),
-                                    f"key event(s) {', '.join(unknown)} never occur (events seen: "
-                                    f"{shown})", "event")
+    _check_key_events(config, frames.get("usage_events"), files.get("usage_events", mapping.name))
     observed = pd.Timestamp(churn.observed_until) if churn.observed_until else None
-    tables = Tables(**frames, source=str(redact(str(data))), files=files, feature_config=config,
+    tables = Tables(**frames, source=data_label, files=files, feature_config=config,
                     churn=ChurnSettings(observed, churn.grace_days, churn.horizon_days,
                                         churn.source), absent_columns=absent)
     check_references(tables)
     return tables
 
 
-def load_database(url: str, mapping: str | Path | Mapping | None = None) -> Tables:
-    """Tables from a database reached through an Ibis URL (e.g. ``postgresql://u@host:5432/db``).
+def _check_key_events(config: FeatureConfig, usage: pd.DataFrame | None, label: str) -> None:
+    """Every declared key event occurs in the usage events (a typo would make a dead feature)."""
+    if not config.key_events:
+        return
+    seen = set(usage["event"].dropna().unique()) if usage is not None else set()
+    unknown = [e for e in config.key_events if e not in seen]
+    if unknown:
+        shown = ", ".join(sorted(map(str, seen))[:20]) or "none"
+        raise DataContractError(label, f"key event(s) {', '.join(unknown)} never occur (events "
+                                f"seen: {shown})", "event")
 
-    Without a mapping the database holds the contract's tables under their own names
-    (``accounts``, ``subscriptions`` and any of the optional ones).
-    """
-    if mapping is not None:
-        return load_mapped(mapping, url)
-    source = _Source(url)
-    present = set(source.con.list_tables())  # type: ignore[union-attr]
-    tables = {}
-    for spec in TABLES:
-        if spec.name not in present:
-            if spec.required:
-                raise DataContractError(redact(url), f"required table missing: {spec.name}")
-            continue
-        tables[spec.name] = TableMap(**{"from": spec.name, "columns": {
-            c.name: c.name for c in spec.columns}})
-    # Optional contract columns the database table lacks are left out.
-    for name, tmap in tables.items():
-        cols = set(source.con.table(name).columns)  # type: ignore[union-attr]
-        tmap.columns = {k: v for k, v in tmap.columns.items() if k in cols}
-    return load_mapped(Mapping(name=redact(url), tables=tables), url)
+
+def contract_mapping(name: str, present: dict[str, set[str]]) -> Mapping:
+    """The identity mapping of contract-shaped tables (``present``: table -> its columns);
+    optional contract columns a table lacks are left out."""
+    tables = {spec.name: TableMap(**{"from": spec.name, "columns": {
+        c.name: c.name for c in spec.columns if c.name in present[spec.name]}})
+        for spec in TABLES if spec.name in present}
+    return Mapping(name=name, tables=tables)

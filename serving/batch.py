@@ -1,6 +1,8 @@
-"""Batch scoring for ``churn score``: a feature frame in, scores in the score store out.
+"""Batch scoring for ``churn score``: the scoring rows of a data set in, scores in the score
+store out.
 
-The same :func:`serving.scoring.score_accounts` as the API, with the weights, bands, thresholds
+The rows are :func:`features.rows.feature_rows`' (the rule that builds training rows too), scored
+by the same :func:`serving.scoring.score_accounts` as the API with the weights, bands, thresholds
 and number of reasons from :class:`~serving.settings.ServingSettings`, so a stored score is what
 the API would have answered for the same features and model.
 """
@@ -9,24 +11,24 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from serving.loader import LoadedModel
+from features.contract import Tables
+from features.rows import feature_rows
+from features.sources import load_tables
+from serving.loader import load_model
+from serving.model import LoadedModel
 from serving.scoring import AccountScore, Bands, score_accounts
 from serving.settings import ServingSettings
 from serving.store import ScoreStore, WriteResult
-from serving.surveys import SurveyPolicy
 
 CHUNK = 5_000
-
-
-def policy_from(settings: ServingSettings) -> SurveyPolicy:
-    return SurveyPolicy(nps_high=settings.quadrant_nps_high, csat_high=settings.quadrant_csat_high,
-                        due_days=settings.survey_due_days,
-                        onboarding_days=settings.onboarding_survey_days)
+Progress = Callable[[str], None]
 
 
 def _clean(value: Any) -> Any:
@@ -52,17 +54,18 @@ def frame_records(frame: pd.DataFrame, feature_names: list[str]) -> list[tuple[s
 
 def score_frame(model: LoadedModel, frame: pd.DataFrame, settings: ServingSettings
                 ) -> list[AccountScore]:
+    """Score every row of a feature frame as the API would (in chunks, to bound memory)."""
     accounts = frame_records(frame, model.encoder.feature_names)
     bands = Bands(risk=settings.risk_bands, health=settings.health_bands)
     out: list[AccountScore] = []
     for start in range(0, len(accounts), CHUNK):
         out += score_accounts(model, accounts[start:start + CHUNK], settings.health_weights,
-                              bands, reasons=settings.reasons_top, policy=policy_from(settings))
+                              bands, reasons=settings.reasons_top, policy=settings.survey_policy)
     return out
 
 
 def score_to_store(model: LoadedModel, frame: pd.DataFrame, store: ScoreStore,
-                   settings: ServingSettings, progress: Callable[[str], None] = lambda _: None
+                   settings: ServingSettings, progress: Progress = lambda _: None
                    ) -> dict[dt.date, WriteResult]:
     """Score every (account_id, as_of) row of ``frame`` and store the scores, date by date."""
     results = {}
@@ -73,3 +76,45 @@ def score_to_store(model: LoadedModel, frame: pd.DataFrame, store: ScoreStore,
         progress(f"{as_of}: {results[as_of].written:,} scores written, "
                  f"{results[as_of].kept:,} already stored for this model version (kept)")
     return results
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What ``churn score`` did: the model it used, how many rows, and per date what was stored."""
+
+    model: LoadedModel
+    rows: int
+    results: dict[dt.date, WriteResult]
+
+    @property
+    def written(self) -> int:
+        return sum(r.written for r in self.results.values())
+
+    @property
+    def kept(self) -> int:
+        return sum(r.kept for r in self.results.values())
+
+
+def score_data(data: str | Path | Tables, settings: ServingSettings,
+               dates: Iterable[object] | None = None, progress: Progress = lambda _: None
+               ) -> BatchResult:
+    """Score every account of ``data`` (a folder, mapping file or database URL, or loaded tables)
+    active at ``dates`` (default: the day after the data ends) with the configured model, and
+    append the scores to the configured score store.
+
+    The model is loaded first (a wrong model URI fails before the data is read); the accounts
+    active at a date are decided with the grace period the model was trained with.
+
+    Raises:
+        ModelLoadError: the model cannot be found or read.
+        DataContractError: the data breaks the input contract.
+        StoreError: the score store cannot be written.
+    """
+    model = load_model(settings.model_uri, settings.tracking_uri, settings.treeshap)
+    tables = data if isinstance(data, Tables) else load_tables(data)
+    grace = (model.metadata.get("label") or {}).get("grace_days")
+    frame = feature_rows(tables, None if dates is None else list(dates), grace_days=grace)
+    progress(f"scoring {len(frame):,} account-dates with {model.name} version "
+             f"{model.version or '-'}")
+    store = ScoreStore(settings.score_store_url)
+    return BatchResult(model, len(frame), score_to_store(model, frame, store, settings, progress))

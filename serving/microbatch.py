@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from serving.loader import LoadedModel
+from serving.model import LoadedModel
 from serving.scoring import AccountColumns, AccountInput, AccountScore
 
 

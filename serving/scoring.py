@@ -6,7 +6,8 @@ Everything is vectorised over the batch: the accounts, as records or column by c
 :meth:`LoadedModel.encode_columns` (the codes of :meth:`FeatureEncoder.transform_records`, no
 pandas, so one account costs little more than one LightGBM row), the booster predicts all rows in
 one call and the health components come from :func:`features.health.component_scores` and
-:func:`features.health.blend` on whole columns.
+:func:`features.health.blend` on whole columns. The bands, the quadrant and the survey-due rules
+are those of :mod:`features.health` and :mod:`features.surveys`, which the feature builder uses.
 
 With reasons, TreeSHAP runs once (:meth:`LoadedModel.contributions`: the tables of
 :mod:`serving.treeshap`, or LightGBM's ``pred_contrib``): the contributions sum to the raw score,
@@ -22,15 +23,26 @@ from typing import Any
 
 import numpy as np
 
-from features.definitions import CATALOGUE
-from features.health import COMPONENTS, DEFAULT_BANDS, DEFAULT_WEIGHTS, blend, component_scores
+from features import surveys
+from features.definitions import CATALOGUE, Rule
+from features.health import (
+    COMPONENTS,
+    DEFAULT_HEALTH_BANDS,
+    DEFAULT_RISK_BANDS,
+    DEFAULT_WEIGHTS,
+    band_labels,
+    blend,
+    component_scores,
+)
+from features.surveys import DEFAULT_POLICY, SurveyPolicy
 from serving.explain import Explainer
-from serving.loader import LoadedModel
-from serving.settings import DEFAULT_RISK_BANDS
-from serving.surveys import SurveyPolicy, survey_fields
+from serving.model import LoadedModel
 
-#: Numeric catalogue features: the inputs of the rule-based health components.
+#: Numeric catalogue features: the inputs of the rule-based health components and survey rules.
 NUMERIC_FEATURES = tuple(spec.name for spec in CATALOGUE if spec.dtype != "category")
+#: The catalogue feature that carries the quadrant.
+QUADRANT_FEATURE = next(s.name for s in CATALOGUE
+                        if isinstance(s.compute, Rule) and s.compute.function is surveys.quadrants)
 
 #: The health components, as the literal dicts of :func:`score_accounts` spell them.
 _COMPONENT_KEYS = ("usage", "engagement", "sentiment", "risk")
@@ -66,7 +78,7 @@ class Bands:
     """Lower bounds of the risk bands (on the probability) and health bands (on 0-100)."""
 
     risk: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_RISK_BANDS))
-    health: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_BANDS))
+    health: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_HEALTH_BANDS))
 
 
 @dataclass(slots=True)
@@ -103,17 +115,6 @@ class AccountScore:
     @property
     def survey_due(self) -> bool:
         return bool(self.survey_due_reasons)
-
-
-def band_labels(values: np.ndarray, bands: Mapping[str, float]) -> list[str | None]:
-    """Band of each value: the band with the highest lower bound <= value (None for NaN)."""
-    ordered = sorted(bands.items(), key=lambda kv: kv[1])
-    lows = np.array([low for _, low in ordered], dtype=np.float64)
-    names = [name for name, _ in ordered]
-    values = np.asarray(values, dtype=np.float64)
-    idx = np.maximum(np.searchsorted(lows, values, side="right") - 1, 0)
-    nan = np.isnan(values)
-    return [None if nan[i] else names[k] for i, k in enumerate(idx.tolist())]
 
 
 def _number(value: Any) -> float:
@@ -166,8 +167,28 @@ def health_note(weights: Mapping[str, float], without_data: Sequence[str]) -> st
             f"{lost:.2g} was shared among {', '.join(kept)} in proportion to their weights.")
 
 
-def _sigmoid(raw: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-raw))
+def survey_fields(n: int, columns: Mapping[str, np.ndarray],
+                  sent: Callable[[str], Sequence[Any] | None], policy: SurveyPolicy
+                  ) -> tuple[list[str | None], list[list[str]]]:
+    """Quadrant and survey-due reasons of ``n`` accounts by the rules of
+    :mod:`features.surveys`, from the features they rest on; where those were not sent, the
+    quadrant and flags as sent (computed by the same rules when the features were built).
+
+    ``columns`` holds the numeric features as float arrays (NaN = not sent); ``sent(name)`` the
+    values sent for a feature, None when the request did not send it at all.
+    """
+    nan = np.full(n, np.nan)
+    quads = surveys.quadrants(columns.get("last_nps", nan),
+                              columns.get("csat_satisfied_share_180d", nan), policy).tolist()
+    for i, value in enumerate(sent(QUADRANT_FEATURE) or ()):
+        if quads[i] is None and value is not None and value == value:
+            quads[i] = str(value)
+    tenure = columns.get("tenure_days", nan)
+    due = surveys.survey_due_reasons(columns.get("days_since_last_nps_sent", nan), tenure, policy)
+    for i in np.flatnonzero(np.isnan(tenure)).tolist():
+        due[i] = [name for name in (surveys.NPS_DUE, surveys.ONBOARDING_DUE)
+                  if columns.get(name, nan)[i] > 0]
+    return quads, due
 
 
 def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput] | AccountColumns,
@@ -188,7 +209,7 @@ def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput] | Accoun
     if not len(accounts):
         return []
     bands = bands or Bands()
-    policy = policy or SurveyPolicy()
+    policy = policy or DEFAULT_POLICY
     if isinstance(accounts, AccountColumns):
         ids = list(accounts.ids)
         matrix, missing = model.encode_columns(accounts.values, len(ids))
@@ -209,7 +230,7 @@ def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput] | Accoun
         raw = contributions.sum(axis=1)
     else:
         raw = model.raw_score(matrix)
-    probability = np.clip(model.probability(raw), 0.0, 1.0)
+    probability = model.probability(raw)
 
     columns = _health_columns(model, matrix, sent)
     components = component_scores(columns, probability)

@@ -18,7 +18,9 @@ when the settings are built, i.e. at start-up: a bad weight, band or unknown key
 the server with a message naming it.
 
 The tracking URI falls back to ``MLFLOW_TRACKING_URI`` and then to ``sqlite:///mlflow.db`` (the
-store ``churn train`` writes by default). Nothing is read at import time: call
+store ``churn train`` writes by default, :mod:`features.mlflow_defaults`). The defaults of the
+bands, weights, quadrant thresholds, survey cadence and alarms are the rules' own
+(:mod:`features.health`, :mod:`features.surveys`). Nothing is read at import time: call
 :func:`get_settings` (cached) or build a :class:`ServingSettings` yourself.
 """
 
@@ -41,16 +43,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from features.health import COMPONENTS, DEFAULT_BANDS, DEFAULT_WEIGHTS
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-DEFAULT_MODEL_URI = "models:/churn-risk@champion"
-#: Lower bounds of the risk bands on the churn probability: low < 0.1 <= medium < 0.3 <= high.
-DEFAULT_RISK_BANDS: dict[str, float] = {"high": 0.3, "medium": 0.1, "low": 0.0}
-
-
-def _default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+from features.health import COMPONENTS, DEFAULT_HEALTH_BANDS, DEFAULT_RISK_BANDS, DEFAULT_WEIGHTS
+from features.mlflow_defaults import champion_uri, tracking_uri
+from features.surveys import CHURNER_ALARM, DEFAULT_POLICY, WILDCARD_ALARM, SurveyPolicy
 
 
 def _check_bands(bands: dict[str, float], upper: float, what: str) -> dict[str, float]:
@@ -66,7 +61,7 @@ def _check_bands(bands: dict[str, float], upper: float, what: str) -> dict[str, 
         raise ValueError(f"{what}: two bands share a lower bound")
     if min(bands.values()) != 0.0:
         raise ValueError(f"{what}: the lowest band must start at 0 so that every score gets one")
-    # Best (highest lower bound) first, the order features.health.band expects.
+    # Best (highest lower bound) first: how GET /v1/model lists them.
     return dict(sorted(bands.items(), key=lambda kv: -kv[1]))
 
 
@@ -90,11 +85,11 @@ class ServingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CHURN_", extra="ignore")
 
     tracking_uri: str = Field(
-        default_factory=_default_tracking_uri,
+        default_factory=tracking_uri,
         description="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI or "
                     "sqlite:///mlflow.db).")
     model_uri: str = Field(
-        DEFAULT_MODEL_URI,
+        default_factory=champion_uri,
         description="Model to serve: models:/<name>@<alias>, models:/<name>/<version>, "
                     "runs:/<run_id>/<path> or a local model directory.")
     host: str = Field("127.0.0.1", description="Bind address; anything but a loopback address "
@@ -107,7 +102,7 @@ class ServingSettings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_WEIGHTS),
         description="Weight of each health component; components left out get weight 0.")
     health_bands: dict[str, float] = Field(
-        default_factory=lambda: dict(DEFAULT_BANDS),
+        default_factory=lambda: dict(DEFAULT_HEALTH_BANDS),
         description="Lower bounds (0-100) of the health bands, e.g. green >= 70 > amber >= 40.")
     risk_bands: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_RISK_BANDS),
@@ -126,15 +121,18 @@ class ServingSettings(BaseSettings):
     reasons_top: int = Field(3, ge=0, le=200,
                              description="Reasons returned per account (0 = none)")
     quadrant_nps_high: float = Field(
-        7.0, ge=0, le=10, description="Latest NPS at or above this counts as loyal (NPS 0-10)")
+        DEFAULT_POLICY.nps_high, ge=0, le=10,
+        description="Latest NPS at or above this counts as loyal (NPS 0-10)")
     quadrant_csat_high: float = Field(
-        0.5, ge=0, le=1, description="Share of satisfied CSAT answers at or above this counts "
-                                      "as satisfied")
+        DEFAULT_POLICY.csat_high, ge=0, le=1,
+        description="Share of satisfied CSAT answers at or above this counts as satisfied")
     survey_due_days: int = Field(
-        180, ge=1, description="An account not surveyed for this many days is due a survey")
+        DEFAULT_POLICY.cadence_days, ge=1,
+        description="An account sent no NPS survey for this many days is due one")
     onboarding_survey_days: int = Field(
-        14, ge=0, description="A new account never surveyed this many days after it started "
-                              "is due its first survey")
+        DEFAULT_POLICY.onboarding_days, ge=0,
+        description="A new account sent no NPS survey this many days after it started is due "
+                    "its first one")
     api_key_hashes: list[str] = Field(
         default_factory=list,
         description="SHA-256 hex digests of the accepted API keys; when set, /v1/* needs "
@@ -156,9 +154,9 @@ class ServingSettings(BaseSettings):
         "tables, checked against LightGBM's pred_contrib when the model loads, falling back to "
         "it for models they do not support) or 'lightgbm' (always pred_contrib); same numbers")
     churner_alarm: float = Field(
-        0.05, ge=0, le=1, description="Portfolio alarm when Churners exceed this share")
+        CHURNER_ALARM, ge=0, le=1, description="Portfolio alarm when Churners exceed this share")
     wildcard_alarm: float = Field(
-        0.80, ge=0, le=1, description="Portfolio alarm when Wildcards exceed this share")
+        WILDCARD_ALARM, ge=0, le=1, description="Portfolio alarm when Wildcards exceed this share")
 
     @classmethod
     def settings_customise_sources(
@@ -173,6 +171,13 @@ class ServingSettings(BaseSettings):
             data = _read_config_file(path, set(cls.model_fields))
             sources += (InitSettingsSource(settings_cls, init_kwargs=data),)
         return sources
+
+    @property
+    def survey_policy(self) -> SurveyPolicy:
+        """The quadrant thresholds and survey cadence configured here."""
+        return SurveyPolicy(nps_high=self.quadrant_nps_high, csat_high=self.quadrant_csat_high,
+                            cadence_days=self.survey_due_days,
+                            onboarding_days=self.onboarding_survey_days)
 
     @field_validator("api_key_hashes")
     @classmethod

@@ -20,13 +20,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from serving.loader import redact
+from features.redaction import redact
 from serving.scoring import AccountScore
 
 DEFAULT_TABLE = "churn_scores"
-#: Playbook alarms on the portfolio: share of accounts in a quadrant above which to act.
-CHURNER_ALARM = 0.05
-WILDCARD_ALARM = 0.80
 
 
 class StoreError(RuntimeError):
@@ -175,19 +172,3 @@ class ScoreStore:
                     "model_version": latest.model_version or None, "accounts": int(total),
                     "risk_bands": counts(t.c.risk_band), "health_bands": counts(t.c.health_band),
                     "quadrants": counts(t.c.quadrant), "survey_due": int(due or 0)}
-
-
-def alarms(portfolio: dict[str, Any], churner: float = CHURNER_ALARM,
-           wildcard: float = WILDCARD_ALARM) -> list[dict[str, Any]]:
-    """The CS playbook's alarms: Churners above ``churner`` and Wildcards above ``wildcard`` of
-    all accounts. Each alarm names the quadrant, its share, the threshold and whether it fires."""
-    total = portfolio["accounts"] or 1
-    out = []
-    for quadrant, threshold in (("Churner", churner), ("Wildcard", wildcard)):
-        share = portfolio["quadrants"].get(quadrant, 0) / total
-        out.append({"name": f"{quadrant.lower()}s_above_{threshold:.0%}".replace("%", "pct"),
-                    "quadrant": quadrant, "share": round(share, 4), "threshold": threshold,
-                    "firing": share > threshold,
-                    "message": f"{share:.1%} of accounts are {quadrant}s (alarm above "
-                               f"{threshold:.0%})"})
-    return out

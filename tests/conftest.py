@@ -62,7 +62,8 @@ def sim_dev_tables() -> Tables:
     path = SHARED_DATA / "sim-dev"
     if not path.is_dir():
         pytest.skip(f"shared data set not found at {path}")
-    from features.mapping import MAPPINGS_DIR, load_mapped
+    from features.mapping import MAPPINGS_DIR
+    from features.sources import load_mapped
 
     return load_mapped(MAPPINGS_DIR / "sim-dev.yaml", path)
 
@@ -87,7 +88,7 @@ class RegisteredModel:
 def registered_model(default_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
                      ) -> RegisteredModel:
     """A model trained on the default data, registered as churn-risk@champion in a SQLite store."""
-    from training.pipeline import run_training
+    from training.train import run_training
 
     uri = empty_mlflow_store(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
     result = run_training(default_data_dir, tracking=uri)

@@ -16,7 +16,7 @@ import pytest
 from tests.servers import start_server
 
 pytestmark = pytest.mark.e2e
-CHURN = [sys.executable, "-m", "training.cli"]
+CHURN = [sys.executable, "-m", "cli.main"]
 
 
 def churn(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.train import ChurnModel
+from training.model import ChurnModel
 
 
 def reference_distributions(X: pd.DataFrame, categorical: list[str], bins: int = 10  # noqa: N803

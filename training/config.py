@@ -1,34 +1,21 @@
-"""Training configuration: label definition, split and LightGBM hyperparameters (pydantic-validated)."""
+"""Training configuration: label definition, split and LightGBM hyperparameters (pydantic-validated).
+
+The label settings are the data layer's own (:class:`features.labels.LabelSettings`): a training
+config's ``label:`` section is exactly what builds the training rows."""
 
 from __future__ import annotations
 
 import fnmatch
-from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.labels import LabelConfig
+from features.labels import LabelSettings
+from features.mlflow_defaults import DEFAULT_MODEL_NAME
 
-MODEL_NAME = "churn-risk"
 EXPERIMENT_NAME = "churn-risk"
-
-
-class LabelSettings(BaseModel):
-    """How churn is labelled (see ``features.labels``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    horizon_days: int = Field(90, gt=0, description="Churn within this many days after as_of")
-    grace_days: int = Field(30, ge=0, description="A gap up to this long between subscriptions "
-                            "is not churn")
-    frequency: str = Field("MS", description="pandas offset alias of the observation dates")
-    first_date: date | None = Field(None, description="First observation date [default: 90 days "
-                                    "after the data's activity starts, so usage windows are full]")
-
-    def to_label_config(self) -> LabelConfig:
-        return LabelConfig(self.horizon_days, self.grace_days, self.frequency)
 
 
 class SplitSettings(BaseModel):
@@ -146,7 +133,7 @@ class TrainConfig(BaseModel):
     calibration: CalibrationSettings = CalibrationSettings()
     promotion: PromotionSettings = PromotionSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
-    model_name: str = MODEL_NAME
+    model_name: str = DEFAULT_MODEL_NAME
     experiment_name: str = EXPERIMENT_NAME
 
     @classmethod

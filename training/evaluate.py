@@ -1,133 +1,66 @@
-"""Model quality metrics for churn scores: ranking, calibration, segments and health bands."""
+"""Evaluating a registered model on a data set: every observation date scored and measured,
+nothing retrained and nothing written to MLflow."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from features.health import DEFAULT_BANDS, DEFAULT_WEIGHTS, blend, component_scores
-
-
-def top_decile_lift(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Churn rate among the 10 % highest-scored accounts divided by the overall churn rate."""
-    y_true = np.asarray(y_true, dtype=float)
-    base = y_true.mean() if len(y_true) else 0.0
-    if base == 0:
-        return float("nan")
-    k = max(1, int(np.ceil(0.1 * len(y_true))))
-    top = np.argsort(-np.asarray(scores), kind="stable")[:k]
-    return float(y_true[top].mean() / base)
+from features.contract import Tables
+from features.health import health_scores, rule_risk
+from features.labels import LabelSettings
+from features.mlflow_defaults import tracking_uri
+from features.pointintime import KEYS, build_features
+from features.rows import labelled_rows
+from features.sources import load_tables
+from training.config import TrainConfig
+from training.metrics import classification_metrics, health_backtest, segment_auc
+from training.run import Progress, quiet
+from training.tracking import load_scorer
 
 
-def calibration_bins(y_true: np.ndarray, proba: np.ndarray, bins: int = 10) -> pd.DataFrame:
-    """Mean predicted vs observed churn rate in equal-count bins of the predicted probability.
+def evaluate_registered(data: str | Path | Tables, model_uri: str, *, tracking: str | None = None,
+                        horizon_days: int | None = None, observed_until: str | None = None,
+                        config: TrainConfig | None = None, progress: Progress = quiet
+                        ) -> dict[str, object]:
+    """Score every observation date of a data set with a registered model and measure it.
 
-    Equal-count (not equal-width) bins: churn probabilities crowd near zero, so equal-width bins
-    would put almost every account into the first bin and hide the miscalibration.
+    The label definition defaults to the model's own (its horizon and grace period), so the
+    numbers are comparable with those logged when it was trained.
     """
-    frame = pd.DataFrame({"y": np.asarray(y_true, dtype=float),
-                          "p": np.asarray(proba, dtype=float)})
-    p = frame["p"].to_numpy()
-    # Quantile edges; equal predictions always share a bin (a constant score is one bin).
-    edges = np.quantile(p, np.linspace(0, 1, bins + 1)[1:-1]) if len(p) else np.array([])
-    labels = np.searchsorted(np.unique(edges), p, side="left")
-    return (frame.assign(bin=labels).groupby("bin")
-            .agg(predicted=("p", "mean"), observed=("y", "mean"), rows=("y", "size"))
-            .reset_index())
-
-
-def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
-    """Row-weighted mean |observed - predicted| over equal-count bins."""
-    if len(y_true) == 0:
-        return float("nan")
-    table = calibration_bins(y_true, proba, bins)
-    return float(np.average(np.abs(table["observed"] - table["predicted"]), weights=table["rows"]))
-
-
-def classification_metrics(y_true: np.ndarray, scores: np.ndarray, *,
-                           probabilities: bool = True, ece_bins: int = 10) -> dict[str, float]:
-    """ROC AUC, PR AUC, top-decile lift, churn rate and row count; Brier score and expected
-    calibration error too when ``scores`` are probabilities."""
-    y_true = np.asarray(y_true)
-    scores = np.asarray(scores, dtype=float)
-    out = {"rows": float(len(y_true)), "churn_rate": float(np.mean(y_true)) if len(y_true) else 0.0}
-    if probabilities and len(y_true):
-        out["brier"] = float(brier_score_loss(y_true, scores))
-        out["ece"] = expected_calibration_error(y_true, scores, ece_bins)
-        out["mean_predicted"] = float(np.mean(scores))
-    if len(np.unique(y_true)) < 2:
-        # AUCs are undefined with a single class; say so instead of crashing the run.
-        out.update(roc_auc=float("nan"), pr_auc=float("nan"), top_decile_lift=float("nan"))
-        return out
-    out["roc_auc"] = float(roc_auc_score(y_true, scores))
-    out["pr_auc"] = float(average_precision_score(y_true, scores))
-    out["top_decile_lift"] = top_decile_lift(y_true, scores)
-    return out
-
-
-def segment_auc(y_true: np.ndarray, scores: np.ndarray, frame: pd.DataFrame,
-                columns: Sequence[str], min_rows: int = 50) -> dict[str, dict[str, float]]:
-    """ROC AUC per value of each segment column (``{"segment": {"SMB": 0.78, ...}}``).
-
-    Segments with fewer than ``min_rows`` rows or a single class are left out: their AUC would be
-    noise or undefined.
-    """
-    y_true, scores = np.asarray(y_true), np.asarray(scores, dtype=float)
-    out: dict[str, dict[str, float]] = {}
-    for col in columns:
-        if col not in frame.columns:
-            continue
-        values = frame[col].astype("string").fillna("(missing)").to_numpy()
-        per: dict[str, float] = {}
-        for value in sorted(set(values)):
-            mask = values == value
-            if mask.sum() >= min_rows and len(np.unique(y_true[mask])) == 2:
-                per[str(value)] = float(roc_auc_score(y_true[mask], scores[mask]))
-        if per:
-            out[col] = per
-    return out
-
-
-def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    return {c: pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-            for c in frame.columns if not isinstance(frame[c].dtype, pd.StringDtype)
-            and frame[c].dtype != object}
-
-
-def health_scores(frame: pd.DataFrame, churn_probability: np.ndarray | None = None,
-                  weights: Mapping[str, float] = DEFAULT_WEIGHTS) -> np.ndarray:
-    """The 0-100 health score (``features.health``): rule-only without a probability, blended
-    with the model's risk with one."""
-    comps = component_scores(_columns(frame), churn_probability)
-    health, _ = blend(comps, weights)
-    return health
-
-
-def health_rule_risk(frame: pd.DataFrame) -> np.ndarray:
-    """The rule-only health score as a churn-risk score (100 - health; no data = neutral 50)."""
-    health = health_scores(frame)
-    return 100.0 - np.where(np.isnan(health), 50.0, health)
-
-
-def health_backtest(y_true: np.ndarray, health: np.ndarray,
-                    bands: Mapping[str, float] = DEFAULT_BANDS) -> dict[str, object]:
-    """Churn rate per health band and how many churners were green (healthy) when observed."""
-    y_true = np.asarray(y_true, dtype=int)
-    ordered = sorted(bands.items(), key=lambda kv: -kv[1])
-    names = np.full(len(health), "no data", dtype=object)
-    for name, low in reversed(ordered):  # worst first, so better bands overwrite
-        names[np.asarray(health) >= low] = name
-    per_band = {}
-    for name in [n for n, _ in ordered] + ["no data"]:
-        mask = names == name
-        if mask.any():
-            per_band[name] = {"accounts": int(mask.sum()), "churners": int(y_true[mask].sum()),
-                              "churn_rate": float(y_true[mask].mean())}
-    best = ordered[0][0]
-    churners = int(y_true.sum())
-    green_churners = int(y_true[names == best].sum())
-    return {"bands": per_band, "churners": churners, f"{best}_churners": green_churners,
-            f"{best}_churner_share": (green_churners / churners) if churners else float("nan")}
+    config = config or TrainConfig()
+    tables = data if isinstance(data, Tables) else load_tables(data)
+    scorer, metadata = load_scorer(model_uri, tracking_uri(tracking))
+    # The model's label definition, except where observations start (that belongs to the data).
+    trained = {k: v for k, v in (metadata.get("label") or {}).items() if k != "first_date"}
+    label = LabelSettings.model_validate({**config.label.model_dump(), **trained})
+    label.horizon_days = horizon_days or metadata.get("horizon_days") or label.horizon_days
+    observed = (tables.observed_until() if observed_until is None
+                else pd.Timestamp(observed_until).normalize())
+    obs = labelled_rows(tables, label, observed)
+    progress(f"scoring {len(obs):,} rows over {obs['as_of'].nunique()} observation dates with "
+             f"{model_uri}")
+    feats = build_features(tables, obs[KEYS])
+    y = obs["churned"].to_numpy()
+    proba = scorer.predict(feats)
+    bins = config.evaluation.ece_bins
+    per_date = {}
+    for date, idx in feats.groupby("as_of").indices.items():
+        per_date[f"{pd.Timestamp(date):%Y-%m-%d}"] = classification_metrics(y[idx], proba[idx],
+                                                                             ece_bins=bins)
+    seen = set(metadata.get("train_dates") or []) | set(metadata.get("validation_dates") or [])
+    return {
+        "model_uri": model_uri, "model_run_id": metadata.get("run_id"),
+        # Dates the model trained or calibrated on: their metrics flatter it (same data only).
+        "dates_seen_in_training": sorted(seen & set(per_date)),
+        "horizon_days": label.horizon_days, "observed_until": f"{observed:%Y-%m-%d}",
+        "model_train_dates": metadata.get("train_dates"),
+        "metrics": classification_metrics(y, proba, ece_bins=bins),
+        "health_baseline_metrics": classification_metrics(y, rule_risk(feats),
+                                                          probabilities=False),
+        "per_date": per_date,
+        "segment_auc": segment_auc(y, proba, feats, config.evaluation.segment_columns),
+        "health_backtest": {"rules_only": health_backtest(y, health_scores(feats)),
+                            "with_model_risk": health_backtest(y, health_scores(feats, proba))},
+    }

@@ -3,7 +3,8 @@ the current champion on the challenger's own held-out window by the configured m
 
 Both models are scored on exactly the same rows (the challenger's test window), with the
 probabilities they would serve. The decision and its numbers go into the version's tags
-(``promotion.*``) so the registry shows why every version is or is not champion.
+(``promotion.*``) so the registry shows why every version is or is not champion. The registry is
+reached through :class:`training.tracking.Registry`, which does every MLflow call.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from __future__ import annotations
 import getpass
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from training.config import PromotionSettings
-from training.evaluate import classification_metrics
-from training.registry import CHAMPION, load_scorer
+from training.metrics import classification_metrics
+
+if TYPE_CHECKING:
+    from training.tracking import Registry
 
 
 @dataclass
@@ -42,14 +44,6 @@ class Decision:
         return asdict(self)
 
 
-def current_champion(client: MlflowClient, model_name: str) -> str | None:
-    """The version aliased champion, or None."""
-    try:
-        return str(client.get_model_version_by_alias(model_name, CHAMPION).version)
-    except MlflowException:
-        return None
-
-
 def champion_saw_window(metadata: dict, window: list[str]) -> list[str]:
     """The champion's training or validation dates whose label horizon ends after the window
     starts (its labels then carry outcomes from the window)."""
@@ -65,7 +59,7 @@ def _fmt(value: float | None) -> str:
     return "" if value is None or not np.isfinite(value) else f"{value:.6f}"
 
 
-def _write_tags(client: MlflowClient, model_name: str, version: str, decision: Decision) -> None:
+def _write_tags(registry: Registry, model_name: str, version: str, decision: Decision) -> None:
     tags = {
         "promotion.decision": decision.decision,
         "promotion.reason": decision.reason,
@@ -78,11 +72,10 @@ def _write_tags(client: MlflowClient, model_name: str, version: str, decision: D
         "promotion.champion_saw_window": str(decision.champion_saw_window).lower(),
         "promotion.decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, key, value)
+    registry.tag_version(model_name, version, tags)
 
 
-def gate(client: MlflowClient, model_name: str, version: str, *, X_test: pd.DataFrame,  # noqa: N803
+def gate(registry: Registry, model_name: str, version: str, *, X_test: pd.DataFrame,  # noqa: N803
          y_test: np.ndarray, challenger_proba: np.ndarray, window: list[str],
          settings: PromotionSettings) -> Decision:
     """Compare the challenger with the champion on the challenger's test window; promote if it
@@ -91,12 +84,12 @@ def gate(client: MlflowClient, model_name: str, version: str, *, X_test: pd.Data
     challenger = classification_metrics(y_test, challenger_proba)[metric]
     base = dict(metric=metric, margin=settings.margin, challenger_version=str(version),
                 challenger_score=challenger, window=",".join(window))
-    champion_version = current_champion(client, model_name)
+    champion_version = registry.champion(model_name)
     if champion_version is None or champion_version == str(version):
         decision = Decision(True, "first", "no champion yet", **base)
     else:
-        score, meta = load_scorer(f"models:/{model_name}/{champion_version}")
-        champion = classification_metrics(y_test, score(X_test))[metric]
+        scorer, meta = registry.scorer(model_name, champion_version)
+        champion = classification_metrics(y_test, scorer.predict(X_test))[metric]
         wins = bool(np.isfinite(challenger) and (not np.isfinite(champion)
                                                   or challenger >= champion + settings.margin))
         verdict = "beats" if wins else "does not beat"
@@ -111,23 +104,23 @@ def gate(client: MlflowClient, model_name: str, version: str, *, X_test: pd.Data
                             champion_version=champion_version, champion_score=champion,
                             champion_saw_window=bool(seen), **base)
     if decision.promoted:
-        client.set_registered_model_alias(model_name, CHAMPION, str(version))
-    _write_tags(client, model_name, str(version), decision)
+        registry.set_champion(model_name, str(version))
+    _write_tags(registry, model_name, str(version), decision)
     return decision
 
 
-def promote(client: MlflowClient, model_name: str, version: str, reason: str) -> Decision:
+def promote(registry: Registry, model_name: str, version: str, reason: str) -> Decision:
     """Make ``version`` champion by hand (overriding the gate); the reason is recorded."""
     if not reason.strip():
         raise ValueError("a manual promotion needs a reason")
-    mv = client.get_model_version(model_name, str(version))  # raises if it does not exist
-    previous = current_champion(client, model_name)
+    version = registry.check_version(model_name, version)  # raises if it does not exist
+    previous = registry.champion(model_name)
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
     decision = Decision(True, "manual", f"{reason} (by {user})", metric="", margin=0.0,
-                        challenger_version=str(mv.version), champion_version=previous)
-    client.set_registered_model_alias(model_name, CHAMPION, str(mv.version))
-    _write_tags(client, model_name, str(mv.version), decision)
+                        challenger_version=version, champion_version=previous)
+    registry.set_champion(model_name, version)
+    _write_tags(registry, model_name, version, decision)
     return decision

@@ -12,7 +12,9 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from training.config import TrainConfig
-from training.train import ChurnModel, TrainingSet, backtest_folds
+from training.dataset import TrainingSet
+from training.model import ChurnModel
+from training.splits import backtest_folds
 
 
 def tune_lightgbm(ts: TrainingSet, config: TrainConfig, trials: int, *, before: pd.Timestamp,

@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from features.builder import build_features
 from features.definitions import CATALOGUE, feature_names
+from features.pointintime import build_features
 
 from .fixtures import hand_tables, obs, row
 

@@ -7,7 +7,6 @@ import math
 import pandas as pd
 import pytest
 
-from features.builder import build_features, family_availability
 from features.contract import Tables, validate_tables
 from features.definitions import (
     CATALOGUE,
@@ -18,6 +17,7 @@ from features.definitions import (
     feature_names,
 )
 from features.health import log_scaled
+from features.pointintime import build_features, family_availability
 
 from .fixtures import hand_tables, obs, row
 
@@ -203,12 +203,12 @@ def test_log_scaled_forms_of_fat_tailed_counts(built: pd.DataFrame) -> None:
 
 
 def test_many_snapshot_dates_take_the_windowed_path_with_the_same_values(monkeypatch) -> None:
-    from features import builder
+    from features import pointintime
 
-    days = pd.date_range("2024-03-01", periods=builder.MAX_DATES_FOR_CONDITIONAL + 6, freq="D")
+    days = pd.date_range("2024-03-01", periods=pointintime.MAX_DATES_FOR_CONDITIONAL + 6, freq="D")
     pairs = obs(*[(a, str(d.date())) for d in days for a in ("a", "b")])
     many = build_features(hand_tables(), pairs)  # > MAX_DATES_FOR_CONDITIONAL dates: windowed
-    monkeypatch.setattr(builder, "MAX_DATES_FOR_CONDITIONAL", 1000)
+    monkeypatch.setattr(pointintime, "MAX_DATES_FOR_CONDITIONAL", 1000)
     conditional = build_features(hand_tables(), pairs)
     pd.testing.assert_frame_equal(many, conditional)
     # hand check on one date: before 03-10, a used report and export (30 d), u1 and u2

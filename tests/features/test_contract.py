@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.contract import DataContractError, load_tables
+from features.contract import DataContractError
+from features.sources import load_tables
 
 GOOD = {
     "accounts.csv": "account_id,plan,seats\na,growth,10\nb,starter,3\n",

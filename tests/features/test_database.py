@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from features.builder import build_features
-from features.contract import DataContractError, load_tables
-from features.mapping import load_database, load_mapped
+from features.contract import DataContractError
+from features.pointintime import build_features
+from features.sources import load_database, load_mapped, load_tables
 
 from .fixtures import hand_tables, obs
 

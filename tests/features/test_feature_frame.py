@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.builder import build_features, feature_frame
+from cli.main import app
 from features.definitions import feature_names
-from features.labels import LabelConfig, training_observations
+from features.labels import LabelSettings
+from features.pointintime import build_features
+from features.rows import feature_rows, labelled_rows
 from features.synthetic import generate, write_tables
-from training.cli import app
 
 runner = CliRunner()
 
@@ -23,8 +24,8 @@ def tables():
 
 
 def test_training_rows_equal_labels_plus_the_same_features(tables) -> None:
-    frame = feature_frame(tables, every="month", horizon_days=60)
-    obs = training_observations(tables, LabelConfig(horizon_days=60),
+    frame = feature_rows(tables, every="month", horizon_days=60)
+    obs = labelled_rows(tables, LabelSettings(horizon_days=60),
                                 first=tables.activity_start())
     # Same rows and labels as the label module, same values as building the features directly.
     assert frame[["account_id", "as_of", "churned"]].values.tolist() == \
@@ -36,7 +37,7 @@ def test_training_rows_equal_labels_plus_the_same_features(tables) -> None:
 
 
 def test_scoring_rows_are_every_active_account_the_day_after_the_data(tables) -> None:
-    frame = feature_frame(tables)
+    frame = feature_rows(tables)
     assert set(frame.as_of) == {tables.latest_date() + pd.Timedelta(days=1)}
     subs = tables.subscriptions
     active = set(subs.loc[subs.end_date.isna(), "account_id"])

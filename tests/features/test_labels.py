@@ -6,12 +6,8 @@ import pandas as pd
 import pytest
 
 from features.contract import Tables, validate_tables
-from features.labels import (
-    LabelConfig,
-    account_spells,
-    scoring_observations,
-    training_observations,
-)
+from features.labels import LabelSettings, account_spells
+from features.rows import labelled_rows, scoring_rows
 
 
 def subs(*rows: tuple[str, str, str | None]) -> pd.DataFrame:
@@ -55,7 +51,7 @@ def test_labels_horizon_and_population() -> None:
                           ("stayer", "2024-01-01", None),
                           ("late", "2024-04-10", None),
                           ("back", "2024-01-01", "2024-02-10"), ("back", "2024-05-01", None)))
-    obs = training_observations(tables, LabelConfig(horizon_days=60),
+    obs = labelled_rows(tables, LabelSettings(horizon_days=60),
                                 observed_until="2024-09-01", first="2024-02-01")
     got = {(r.account_id, f"{r.as_of:%m-%d}"): r.churned for r in obs.itertuples()}
     # Dates run monthly while as_of + 60 days <= 09-01, i.e. up to 07-01.
@@ -72,16 +68,16 @@ def test_labels_horizon_and_population() -> None:
 def test_no_date_fits_gives_a_clear_error() -> None:
     tables = _tables(subs(("a", "2024-01-01", None)))
     with pytest.raises(ValueError, match="no observation date fits"):
-        training_observations(tables, LabelConfig(horizon_days=365), observed_until="2024-06-01")
+        labelled_rows(tables, LabelSettings(horizon_days=365), observed_until="2024-06-01")
 
 
-def test_scoring_observations_are_the_active_accounts() -> None:
+def test_scoring_rows_are_the_active_accounts() -> None:
     tables = _tables(subs(("a", "2024-01-01", None), ("b", "2024-01-01", "2024-03-01"),
                           ("c", "2024-06-01", None)))
-    obs = scoring_observations(tables, "2024-04-01")
+    obs = scoring_rows(tables, ["2024-04-01"])
     assert list(obs.account_id) == ["a"] and obs.as_of[0] == pd.Timestamp("2024-04-01")
 
 
-def test_label_config_rejects_nonsense() -> None:
+def test_label_settings_reject_nonsense() -> None:
     with pytest.raises(ValueError):
-        LabelConfig(horizon_days=0)
+        LabelSettings(horizon_days=0)

@@ -8,11 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.builder import build_features
-from features.contract import DataContractError, load_tables
+from features.contract import DataContractError
 from features.definitions import feature_names
-from features.labels import LabelConfig, training_observations
-from features.mapping import load_mapped
+from features.labels import LabelSettings
+from features.pointintime import build_features
+from features.rows import labelled_rows
+from features.sources import load_mapped, load_tables
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SIM_DEV = SHARED / "sim-dev"
@@ -38,7 +39,7 @@ def test_sim_dev_mapping_keeps_every_event(sim_dev_tables) -> None:
 
 
 def test_sim_dev_labels_match_the_readme(sim_dev_tables) -> None:
-    obs = training_observations(sim_dev_tables, LabelConfig(horizon_days=30, grace_days=0),
+    obs = labelled_rows(sim_dev_tables, LabelSettings(horizon_days=30, grace_days=0),
                                 first="2020-06-01")
     # README: "113 churners among 5,303 accounts at 2020-06-01".
     assert len(obs) == 5303 and obs.churned.sum() == 113
@@ -114,7 +115,7 @@ def test_churn_events_end_spells_and_reactivations_start_new_ones(tmp_path: Path
     assert tables.accounts.signup_date.iloc[0] == pd.Timestamp("2024-02-01")
     ends = tables.subscriptions.end_date.tolist()
     assert ends[:2] == [pd.Timestamp("2024-05-15")] * 2 and pd.isna(ends[2])
-    obs = training_observations(tables, LabelConfig(horizon_days=30, grace_days=0), first="2024-05-01")
+    obs = labelled_rows(tables, LabelSettings(horizon_days=30, grace_days=0), first="2024-05-01")
     # 05-01: churns 05-15 (within 30 days); 06-01: gone (the reactivation starts 06-10); 07-01 is
     # past observed_until minus the horizon.
     assert obs[["as_of", "churned"]].values.tolist() == [[pd.Timestamp("2024-05-01"), 1]]

@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
-from features.builder import build_features
 from features.contract import Tables, validate_tables
 from features.definitions import AccountAttribute, FeatureConfig
+from features.pointintime import build_features
 
 BASE = pd.Timestamp("2024-01-01")
 ACCOUNTS = ["a", "b", "c"]

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from features import synthetic
-from features.contract import TABLES, load_tables, validate_tables
+from features.contract import TABLES, validate_tables
+from features.sources import load_tables
 from features.synthetic import EVENTS, PLANS, generate, write_tables
 
 SMALL = {"accounts": 80, "months": 8, "seed": 3}

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from features.definitions import CATALOGUE, catalogue_records, categorical_features
-from features.modelframe import FeatureEncoder
-from serving.loader import LoadedModel
+from features.encoder import FeatureEncoder
+from serving.model import LoadedModel
 from tests.servers import Server, start_server, uvicorn_factory_argv
 from tests.stores import empty_mlflow_store
 
@@ -92,11 +92,11 @@ def tiny_model_dir(tiny_booster, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def tiny_model(tiny_booster) -> LoadedModel:
     """A LoadedModel built directly from a real booster (no MLflow)."""
     booster, encoder = tiny_booster
-    return LoadedModel(name="churn-risk", version="1", alias="champion", booster=booster,
-                       encoder=encoder, catalogue=catalogue_records(),
-                       metadata={"model_name": "churn-risk", "horizon_days": 90,
-                                 "trained_at": "2026-01-01T00:00:00+00:00",
-                                 "metrics": {"roc_auc": 0.75}})
+    return LoadedModel.build(booster, encoder,
+                             {"model_name": "churn-risk", "horizon_days": 90,
+                              "trained_at": "2026-01-01T00:00:00+00:00",
+                              "metrics": {"roc_auc": 0.75}},
+                             version="1", alias="champion", catalogue=catalogue_records())
 
 
 PYFUNC_CODE = '''

@@ -135,11 +135,11 @@ def test_reasons_add_up_to_the_models_raw_score(api, served_registry):
     assert total == pytest.approx(raw, abs=1e-9)
     # probability = sigmoid(raw score), then the training calibration when the model has one
     p = 1 / (1 + math.exp(-raw))
-    if model.calibration is not None:
-        from features.calibration import calibrate
+    if model.calibrated:
+        from features.scorer import calibrate
 
-        p = float(calibrate(np.array([p]), model.calibration)[0])
-    assert r.json()["calibrated"] is (model.calibration is not None)
+        p = float(calibrate(np.array([p]), model.metadata["calibration"])[0])
+    assert r.json()["calibrated"] is model.calibrated
     assert score["churn_probability"] == pytest.approx(p, abs=1e-12)
     for reason in score["reasons"]:
         assert reason["direction"] == ("raises_risk" if reason["contribution"] > 0
@@ -304,13 +304,12 @@ def test_parity_with_the_logged_pyfunc(api, served_registry):
     import mlflow.pyfunc
     import pandas as pd
 
-    from features.builder import build_features
-    from features.contract import load_tables
-    from features.labels import scoring_observations
+    from features.pointintime import build_features
+    from features.rows import scoring_rows
+    from features.sources import load_tables
 
     tables = load_tables(data_dir)
-    obs = scoring_observations(tables, tables.latest_date() + pd.Timedelta(days=1))
-    frame = build_features(tables, obs.head(MAX_BATCH))
+    frame = build_features(tables, scoring_rows(tables).head(MAX_BATCH))
     names = [c for c in frame.columns if c not in ("account_id", "as_of")]
     accounts = []
     for row in frame.to_dict("records"):

@@ -9,7 +9,6 @@ import pytest
 
 from serving.explain import Explainer, format_value
 from serving.scoring import health_note, score_accounts
-from serving.surveys import SurveyPolicy, quadrants, survey_due
 from tests.serving.test_scoring import FULL, _records
 
 
@@ -86,26 +85,10 @@ def test_format_value(value, feature, text):
     assert format_value(value, catalogue_by_name()[feature]) == text
 
 
-def test_quadrants():
-    nps = np.array([9, 9, 3, 3, np.nan, 8])
-    csat = np.array([0.9, 0.2, 0.9, 0.2, 0.9, np.nan])
-    assert quadrants(nps, csat) == ["Advocate", "VIP-support", "Wildcard", "Churner", None, None]
-    assert quadrants(np.array([7.0]), np.array([0.5])) == ["Advocate"]  # thresholds inclusive
-    assert quadrants(np.array([7.0]), np.array([0.75]),
-                     SurveyPolicy(nps_high=9, csat_high=0.8)) == ["Churner"]
-
-
-def test_survey_due():
-    since = np.array([10, 200, np.nan, np.nan, np.nan, np.nan])
-    tenure = np.array([400, 400, 400, 45, 5, np.nan])
-    assert survey_due(since, tenure) == [[], ["nps_survey_due"], ["nps_survey_due"],
-                                         ["onboarding_survey_due"], [], []]
-
-
 def test_quadrant_and_survey_due_in_scores(tiny_model):
-    detractor = {"last_nps": 2, "csat_satisfied_share_180d": 0.1, "days_since_last_survey": 300,
+    detractor = {"last_nps": 2, "csat_satisfied_share_180d": 0.1, "days_since_last_nps_sent": 300,
                  "tenure_days": 700}
-    promoter = {"last_nps": 10, "csat_satisfied_share_180d": 1.0, "days_since_last_survey": 20,
+    promoter = {"last_nps": 10, "csat_satisfied_share_180d": 1.0, "days_since_last_nps_sent": 20,
                 "tenure_days": 700}
     a, b, c = score_accounts(tiny_model, [("a", detractor), ("b", promoter), ("c", {})])
     assert (a.quadrant, a.survey_due, a.survey_due_reasons) == (
@@ -114,18 +97,19 @@ def test_quadrant_and_survey_due_in_scores(tiny_model):
     assert (c.quadrant, c.survey_due) == (None, False)
 
 
-def test_quadrant_and_survey_flags_sent_as_features_win(tiny_model):
-    """The catalogue's own quadrant and survey-due features, when sent, override the derived."""
-    detractor = {"last_nps": 2, "csat_satisfied_share_180d": 0.1, "days_since_last_survey": 300,
+def test_sent_quadrant_and_flags_fill_in_where_their_inputs_are_missing(tiny_model):
+    """The rules apply to the features they rest on; the quadrant and flags as sent (built by
+    the same rules) count only where those features were not sent."""
+    detractor = {"last_nps": 2, "csat_satisfied_share_180d": 0.1, "days_since_last_nps_sent": 300,
                  "tenure_days": 700}
     a, b, c = score_accounts(tiny_model, [
-        ("a", {**detractor, "csat_nps_quadrant": "Wildcard", "nps_survey_due": 0.0,
+        ("a", {**detractor, "csat_nps_quadrant": "Wildcard", "nps_survey_due": 0.0}),
+        ("b", {"csat_nps_quadrant": "Wildcard", "nps_survey_due": 0.0,
                "onboarding_survey_due": 1.0}),
-        ("b", {**detractor, "nps_survey_due": 0.0}),
-        ("c", {**detractor, "csat_nps_quadrant": None, "nps_survey_due": None})])
-    assert (a.quadrant, a.survey_due_reasons) == ("Wildcard", ["onboarding_survey_due"])
-    assert (b.quadrant, b.survey_due) == ("Churner", False)
-    assert (c.quadrant, c.survey_due_reasons) == ("Churner", ["nps_survey_due"])
+        ("c", {"last_nps": 9, "csat_nps_quadrant": "Churner", "nps_survey_due": None})])
+    assert (a.quadrant, a.survey_due_reasons) == ("Churner", ["nps_survey_due"])
+    assert (b.quadrant, b.survey_due_reasons) == ("Wildcard", ["onboarding_survey_due"])
+    assert (c.quadrant, c.survey_due) == ("Churner", False)
 
 
 def test_health_note_states_the_renormalisation(tiny_model):

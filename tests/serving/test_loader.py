@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.loader import ModelLoadError, load_from_dir, load_model, redact
+from serving.loader import load_model
+from serving.model import ModelLoadError, load_from_dir
 from serving.scoring import score_accounts
 from tests.serving.conftest import register_model_dir, train_tiny_booster, write_model_dir
 
@@ -134,10 +135,6 @@ def test_newer_registered_version_behind_alias(tiny_model_dir, tmp_path):
     assert load_model("models:/churn-risk@champion", reg.tracking_uri).trained_at == "2026-02-02"
     assert load_model(f"models:/churn-risk/{reg.version}", reg.tracking_uri).version == reg.version
 
-
-def test_redact():
-    assert redact("postgresql://u:secret@db:5432/mlflow") == "postgresql://u:***@db:5432/mlflow"
-    assert redact("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
 
 
 def test_features_declared_by_the_models_catalogue_are_served(mapped_model_dir):

@@ -5,8 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from features.health import COMPONENTS, DEFAULT_WEIGHTS, band, blend, component_scores
-from serving.scoring import AccountColumns, Bands, band_labels, score_accounts
+from features.health import (
+    COMPONENTS,
+    DEFAULT_HEALTH_BANDS,
+    DEFAULT_WEIGHTS,
+    band_labels,
+    blend,
+    component_scores,
+)
+from serving.scoring import AccountColumns, Bands, score_accounts
 from tests.serving.conftest import random_feature_frame
 
 
@@ -80,7 +87,7 @@ def test_health_is_the_blend_of_components(tiny_model):
     health, weights = blend(comps, DEFAULT_WEIGHTS)
     full, empty = results
     assert full.health_score == pytest.approx(health[0], abs=0.01)
-    assert full.health_band == band(health[0])
+    assert full.health_band == band_labels(health[:1], DEFAULT_HEALTH_BANDS)[0]
     for c in COMPONENTS:
         assert full.components[c] == pytest.approx(comps[c][0], abs=0.01)
         assert full.weights[c] == pytest.approx(weights[c][0], abs=1e-4)

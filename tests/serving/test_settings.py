@@ -7,9 +7,9 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from features.health import DEFAULT_BANDS, DEFAULT_WEIGHTS
+from features.health import DEFAULT_HEALTH_BANDS, DEFAULT_RISK_BANDS, DEFAULT_WEIGHTS
 from serving import settings as settings_module
-from serving.settings import DEFAULT_RISK_BANDS, ServingSettings, get_settings
+from serving.settings import ServingSettings, get_settings
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +30,7 @@ def test_defaults():
     assert s.tracking_uri == "sqlite:///mlflow.db"
     assert s.model_uri == "models:/churn-risk@champion"
     assert s.health_weights == DEFAULT_WEIGHTS
-    assert s.health_bands == DEFAULT_BANDS
+    assert s.health_bands == DEFAULT_HEALTH_BANDS
     assert s.risk_bands == DEFAULT_RISK_BANDS == {"high": 0.3, "medium": 0.1, "low": 0.0}
     assert s.max_batch_size == 1000
     assert s.workers == 1

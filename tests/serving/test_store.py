@@ -9,8 +9,9 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from features.surveys import quadrant_alarms
 from serving.scoring import AccountScore
-from serving.store import ScoreStore, alarms
+from serving.store import ScoreStore
 
 POSTGRES_URL = os.environ.get("CHURN_TEST_POSTGRES_URL")
 
@@ -90,14 +91,15 @@ def test_portfolio_and_alarms(store):
     assert p["as_of"] == D1 and p["accounts"] == 100 and p["model_version"] == "1"
     assert p["quadrants"] == {"Churner": 6, "Wildcard": 80, "Advocate": 10, "none": 4}
     assert p["risk_bands"] == {"high": 6, "low": 94} and p["survey_due"] == 9
-    fired = {a["quadrant"]: a["firing"] for a in alarms(p)}
+    fired = {a["quadrant"]: a["firing"] for a in quadrant_alarms(p["quadrants"], p["accounts"])}
     assert fired == {"Churner": True, "Wildcard": False}  # 6 % > 5 %; exactly 80 % is not above
     # A later date with one Wildcard more and fewer Churners: the latest date is the portfolio.
     later = ([make_score(f"C{i}", 0.6, "Churner") for i in range(5)]
              + [make_score(f"W{i}", 0.2, "Wildcard") for i in range(81)]
              + [make_score(f"A{i}", 0.05, "Advocate") for i in range(14)])
     store.write(later, as_of=D2, model_name="churn-risk", model_version="1")
-    fired = {a["quadrant"]: a["firing"] for a in alarms(store.portfolio())}
+    p = store.portfolio()
+    fired = {a["quadrant"]: a["firing"] for a in quadrant_alarms(p["quadrants"], p["accounts"])}
     assert fired == {"Churner": False, "Wildcard": True}
     assert store.portfolio(D1)["accounts"] == 100
     assert store.portfolio(dt.date(2020, 1, 1)) is None
@@ -106,7 +108,7 @@ def test_portfolio_and_alarms(store):
 def test_churn_score_cli_writes_history(registered_model, tmp_path):
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from cli.main import app
 
     url = f"sqlite:///{tmp_path / 'scores.db'}"
     args = ["score", "--data", str(registered_model.data_dir), "--tracking-uri",

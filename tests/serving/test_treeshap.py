@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.definitions import CATALOGUE, categorical_features
-from features.modelframe import FeatureEncoder
-from serving.loader import load_from_dir
+from features.encoder import FeatureEncoder
+from serving.model import load_from_dir
 from serving.scoring import score_accounts
 from serving.treeshap import TOLERANCE, TreeShap, Unsupported, fast_treeshap
 from tests.serving.conftest import random_feature_frame, write_model_dir

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-CHURN = [sys.executable, "-m", "training.cli"]
+CHURN = [sys.executable, "-m", "cli.main"]
 
 
 def churn(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:

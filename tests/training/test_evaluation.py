@@ -13,11 +13,11 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from features.calibration import calibrate
-from training.calibrate import Calibrator
-from training.cli import app
-from training.evaluate import expected_calibration_error, health_backtest, top_decile_lift
-from training.train import backtest_folds, holdout_fold, time_fold
+from cli.main import app
+from features.scorer import calibrate
+from training.calibrator import Calibrator
+from training.metrics import expected_calibration_error, health_backtest, top_decile_lift
+from training.splits import backtest_folds, holdout_fold, time_fold
 
 runner = CliRunner()
 MONTHS = pd.Series(pd.date_range("2024-01-01", periods=12, freq="MS").repeat(3))
@@ -94,7 +94,7 @@ def test_lineage_schema_from_dtypes_equals_mlflows_own_inference() -> None:
     """The Datasets tab shows the same schema MLflow would infer value by value."""
     from mlflow.data.pandas_dataset import PandasDataset
 
-    from training.pipeline import LineageDataset
+    from training.tracking import LineageDataset
 
     frame = pd.DataFrame({
         "account_id": pd.array(["a", "b", "c"], dtype="string"),

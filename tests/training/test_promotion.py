@@ -9,12 +9,12 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from cli.main import app
 from features.synthetic import generate
 from tests.stores import empty_mlflow_store
-from training.cli import app
 from training.config import TrainConfig
-from training.pipeline import run_training
-from training.train import build_training_set, resolve_label
+from training.dataset import build_training_set, resolve_label
+from training.train import run_training
 
 runner = CliRunner()
 

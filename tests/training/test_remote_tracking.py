@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from features.rows import feature_rows
 from tests.servers import clean_env, free_port, stop
 from training.config import TrainConfig
-from training.pipeline import run_training, scoring_frame
+from training.train import run_training
 
 PG_URL = os.environ.get("CHURN_TEST_POSTGRES_URL")
 pytestmark = [
@@ -95,7 +96,7 @@ def test_train_against_a_remote_server_and_load_the_champion(mlflow_server, smal
     assert str(champion.version) == result.model_version
     mlflow.set_tracking_uri(url)
     model = mlflow.pyfunc.load_model("models:/churn-risk@champion")
-    frame = scoring_frame(small_tables).drop(columns=["account_id", "as_of"]).astype(object)
+    frame = feature_rows(small_tables).drop(columns=["account_id", "as_of"]).astype(object)
     proba = np.asarray(model.predict(frame.where(frame.notna(), None)), dtype=float)
     assert proba.shape == (len(frame),) and ((proba >= 0) & (proba <= 1)).all()
     assert model.metadata.run_id == result.run_id

@@ -14,8 +14,8 @@ import mlflow
 import numpy as np
 import pytest
 
+from features.rows import feature_rows
 from tests.servers import clean_env, free_port, start_server, stop
-from training.pipeline import scoring_frame
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +48,7 @@ def _mlflow_models_serve(model_uri: str, tracking_uri: str, workdir: Path):
 def test_mlflow_models_serve_and_our_api_return_the_same_probabilities(
         registered_model, default_tables, tmp_path: Path) -> None:
     uri = f"models:/churn-risk/{registered_model.version}"
-    frame = scoring_frame(default_tables).head(40)
+    frame = feature_rows(default_tables).head(40)
     features = frame.drop(columns=["account_id", "as_of"]).astype(object)
     features = features.where(features.notna(), None)
     mlflow.set_tracking_uri(registered_model.tracking_uri)
@@ -82,7 +82,7 @@ def test_mlflow_models_serve_and_our_api_return_the_same_probabilities(
                 for a, f in zip(frame.account_id, features.to_dict("records"), strict=True)]
 
     def argv(port: int) -> list[str]:
-        return [sys.executable, "-m", "training.cli", "serve", "--port", str(port),
+        return [sys.executable, "-m", "cli.main", "serve", "--port", str(port),
                 "--tracking-uri", registered_model.tracking_uri, "--model-uri", uri]
 
     with start_server(argv, {}, tmp_path, ready=True) as server:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from features.rows import feature_rows
 from serving.batch import score_frame
 from serving.loader import load_model
 from serving.settings import ServingSettings
 from tests.stores import empty_mlflow_store
 from training.config import TrainConfig
-from training.pipeline import run_training, scoring_frame
+from training.train import run_training
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,6 +33,6 @@ def test_sim_dev_beats_its_baselines(sim_dev_tables, tmp_path: Path) -> None:
     # channel, country, age) are the data set's, declared by the catalogue stored with it.
     model = load_model(f"models:/{result.model_name}/{result.model_version}", result.tracking_uri)
     assert {name for name, *_ in model.extra_features} >= {"channel", "age_years"}
-    scores = score_frame(model, scoring_frame(tables, "2020-06-01").head(200), ServingSettings())
+    scores = score_frame(model, feature_rows(tables, ["2020-06-01"]).head(200), ServingSettings())
     assert len(scores) == 200 and all(0 <= s.churn_probability <= 1 for s in scores)
     assert all(s.reasons for s in scores)

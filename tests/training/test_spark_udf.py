@@ -15,7 +15,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.functions import monotonically_increasing_id
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
-from training.pipeline import scoring_frame
+from features.rows import feature_rows
 
 pytestmark = [
     pytest.mark.e2e,
@@ -53,7 +53,7 @@ def spark():
 
 
 def _features(default_tables, rows: int) -> pd.DataFrame:
-    frame = scoring_frame(default_tables).head(rows)
+    frame = feature_rows(default_tables).head(rows)
     features = frame.drop(columns=["account_id", "as_of"]).astype(object)
     return features.where(features.notna(), None)
 

@@ -13,13 +13,14 @@ from mlflow import MlflowClient
 from sklearn.preprocessing import OneHotEncoder
 from typer.testing import CliRunner
 
+from cli.main import app
 from features.definitions import categorical_features
+from features.rows import feature_rows
 from features.synthetic import generate, write_tables
 from tests.stores import empty_mlflow_store
-from training.cli import app
 from training.config import TrainConfig
-from training.pipeline import scoring_frame
-from training.train import MAX_ONE_HOT, ChurnModel, baseline_logistic, build_training_set, time_split
+from training.dataset import build_training_set
+from training.model import MAX_ONE_HOT, ChurnModel, baseline_logistic
 
 runner = CliRunner()
 
@@ -45,21 +46,12 @@ def test_champion_alias_points_at_the_new_version(registered_model) -> None:
 def test_logged_pyfunc_returns_the_models_probabilities(registered_model, default_tables) -> None:
     mlflow.set_tracking_uri(registered_model.tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/{registered_model.model_name}@champion")
-    frame = scoring_frame(default_tables).head(50)
+    frame = feature_rows(default_tables).head(50)
     features = frame.drop(columns=["account_id", "as_of"])
     features = features.astype({c: object for c in features.select_dtypes("string").columns})
     proba = np.asarray(model.predict(features))
     assert proba.shape == (50,) and ((proba >= 0) & (proba <= 1)).all()
     assert len(np.unique(proba.round(6))) > 5  # real scores, not a constant
-
-
-def test_time_split_keeps_training_labels_out_of_the_test_period() -> None:
-    as_of = pd.Series(pd.to_datetime(["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01",
-                                      "2024-05-01", "2024-06-01"]))
-    train, test = time_split(as_of, test_dates=2, horizon_days=60)
-    assert list(test) == [False] * 4 + [True] * 2
-    # 2024-03-01 + 60 days = 2024-04-30 > 2024-05-01? No: it is before, so 03-01 trains.
-    assert list(train) == [True, True, True, False, False, False]
 
 
 def test_churn_model_is_an_honest_estimator(small_tables) -> None:

@@ -2,7 +2,7 @@
 
 For each (account_id, as_of) pair it computes the catalogue in :mod:`features.definitions` from rows
 dated strictly before ``as_of``. The same function builds training rows (past dates) and scoring
-rows (today).
+rows (today); :mod:`features.rows` decides which pairs those are.
 
 How windows are computed (and why): every source table is rolled up to one row per account and
 day; one zero-valued "probe" row per (account, window edge) is added, sorted before the real rows
@@ -22,21 +22,19 @@ from collections.abc import Callable, Iterable
 
 import ibis
 import ibis.expr.types as ir
+import numpy as np
 import pandas as pd
 
 from features.contract import Tables
 from features.definitions import (
     FAMILY_TABLE,
-    NPS_BUCKETS,
-    NPS_CADENCE_DAYS,
-    ONBOARDING_SURVEY_DAYS,
-    QUADRANTS,
     Attribute,
     Derived,
     Distinct,
     FeatureConfig,
     FeatureSpec,
     Median,
+    Rule,
     Since,
     Window,
     catalogue,
@@ -91,36 +89,13 @@ def _daily_cv_30d(total: ir.NumericValue, squares: ir.NumericValue) -> ir.Value:
     return ibis.cases((total > 0, var.sqrt() / mean), else_=_null())
 
 
-def _quadrant(nps: ir.NumericValue, csat_share: ir.NumericValue) -> ir.Value:
-    loyal, served = nps >= 7, csat_share >= 0.5
-    return ibis.cases(
-        (nps.isnull() | csat_share.isnull(), ibis.null("string")),
-        (loyal & served, QUADRANTS[0]), (loyal, QUADRANTS[1]), (served, QUADRANTS[2]),
-        else_=QUADRANTS[3])
-
-
-def _flag(condition: ir.BooleanValue) -> ir.Value:
-    return ibis.cases((condition, 1.0), else_=0.0)
-
-
 FORMULAS: dict[str, Callable[..., ir.Value]] = {
     "slope_90d": _slope_90d,
     "daily_cv_30d": _daily_cv_30d,
-    "quadrant": _quadrant,
-    # No NPS sent in the cadence (never, or longer ago) to a customer older than the cadence.
-    "nps_due": lambda since, tenure: _flag((tenure >= NPS_CADENCE_DAYS)
-                                           & (since.isnull() | (since > NPS_CADENCE_DAYS))),
-    # A new customer past onboarding who was never sent NPS (or not since it became a customer).
-    "onboarding_due": lambda since, tenure: _flag(
-        (tenure >= ONBOARDING_SURVEY_DAYS) & (tenure < NPS_CADENCE_DAYS)
-        & (since.isnull() | (since > tenure))),
     "ratio": _ratio,
     "share_of_catalogue": _ratio,
     "pct_change": lambda a, b: ibis.cases((b > 0, (a - b).cast("float64") / b), else_=_null()),
     "difference": lambda a, b: (a - b).cast("float64"),
-    "nps_bucket": lambda nps: ibis.cases(
-        (nps >= 9, NPS_BUCKETS[2]), (nps >= 7, NPS_BUCKETS[1]), (nps >= 0, NPS_BUCKETS[0]),
-        else_=ibis.null("string")),
 }
 
 
@@ -528,11 +503,26 @@ def build_features(tables: Tables, observations: pd.DataFrame,
                       for i in spec.compute.inputs]
             derived[spec.name] = FORMULAS[spec.compute.formula](*inputs)
     joined = joined.mutate(**derived)
-    present = [s.name for s in specs if s.name in joined.columns]
+    rules = [s for s in everything.values() if isinstance(s.compute, Rule)]
+    collect = {s.name for s in specs} | {i for s in rules for i in s.compute.inputs}  # type: ignore[union-attr]
+    present = [c for c in joined.columns if c in collect]
     frame = joined.order_by("row").select("account_id", "as_of", *present).to_pyarrow().to_pandas()
+    _apply_rules(frame, rules, config)
     out = _finish(frame, specs, _unavailable(tables, specs))
     out.attrs["families"] = family_availability(tables)
     return out
+
+
+def _apply_rules(frame: pd.DataFrame, rules: list[FeatureSpec], config: FeatureConfig) -> None:
+    """Add the business-rule features (:class:`~features.definitions.Rule`) to the collected
+    rows, in catalogue order: the same functions the scoring API applies."""
+    nan = np.full(len(frame), np.nan)
+    for spec in rules:
+        rule: Rule = spec.compute  # type: ignore[assignment]
+        inputs = [pd.to_numeric(frame[i], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                  if i in frame else nan for i in rule.inputs]
+        extra = (config.survey_policy,) if rule.policy else ()
+        frame[spec.name] = rule.function(*inputs, *extra)
 
 
 def _unavailable(tables: Tables, specs: list[FeatureSpec]) -> set[str]:
@@ -561,7 +551,7 @@ def _with_inputs(specs: list[FeatureSpec], config: FeatureConfig) -> list[Featur
     todo = list(names)
     while todo:
         spec = known.get(todo.pop())
-        if spec is None or not isinstance(spec.compute, Derived):
+        if spec is None or not isinstance(spec.compute, Derived | Rule):
             continue
         inputs = list(spec.compute.inputs)
         if "_key_*_30d" in inputs:
@@ -593,58 +583,3 @@ def _finish(frame: pd.DataFrame, specs: list[FeatureSpec], unavailable: set[str]
         else:
             out[spec.name] = pd.to_numeric(values, errors="coerce").astype("float64")
     return pd.DataFrame(out)
-
-
-#: ``--every`` choices: pandas offset aliases of the observation dates.
-FREQUENCIES = {"month": "MS", "week": "W-MON", "quarter": "QS"}
-
-
-def observation_dates_for(tables: Tables, as_of: Iterable[object] | None = None,
-                          every: str | None = None) -> list[pd.Timestamp]:
-    """The dates to build: ``as_of`` dates, or every month/week/quarter over the data, or (neither)
-    the day after the data ends (scoring "today" on a snapshot of the data)."""
-    from features.labels import observation_dates
-
-    if every is not None:
-        if every not in FREQUENCIES:
-            raise ValueError(f"every must be one of {', '.join(FREQUENCIES)}, not {every!r}")
-        return observation_dates(tables.activity_start(), tables.latest_date(), FREQUENCIES[every])
-    if as_of is not None:
-        dates = [pd.Timestamp(d).normalize() for d in as_of]
-        if not dates:
-            raise ValueError("no observation date given")
-        return dates
-    return [tables.latest_date() + pd.Timedelta(days=1)]
-
-
-def feature_frame(tables: Tables, as_of: Iterable[object] | None = None,
-                  every: str | None = None, horizon_days: int | None = None,
-                  grace_days: int | None = None) -> pd.DataFrame:
-    """Features for every account active at each date, keyed by (``account_id``, ``as_of``).
-
-    With ``horizon_days`` the rows also get their label (``churned`` within the horizon, 0/1) and
-    dates whose horizon is not observed yet are dropped: training rows. Without it: scoring rows.
-    ``grace_days`` defaults to the data set's churn definition, else 30.
-    """
-    from features.labels import (
-        DEFAULT_GRACE_DAYS,
-        LabelConfig,
-        account_spells,
-        active_at,
-        training_observations,
-    )
-
-    grace = grace_days if grace_days is not None else (
-        tables.churn.grace_days if tables.churn.grace_days is not None else DEFAULT_GRACE_DAYS)
-    dates = observation_dates_for(tables, as_of, every)
-    if horizon_days is not None:
-        config = LabelConfig(horizon_days=horizon_days, grace_days=grace)
-        observed = tables.observed_until()
-        labelled = training_observations(tables, config, observed, first=min(dates))
-        labelled = labelled[labelled.as_of.isin(pd.DatetimeIndex(dates))].reset_index(drop=True)
-        feats = build_features(tables, labelled[KEYS])
-        feats["churned"] = labelled["churned"].to_numpy()
-        return feats
-    spells = account_spells(tables.subscriptions, max(dates), grace)
-    obs = active_at(spells, dates)[KEYS].sort_values(["as_of", "account_id"], kind="stable")
-    return build_features(tables, obs)

@@ -1,4 +1,4 @@
-"""Fitting the probability calibration on held-out dates (applied by ``features.calibration``)."""
+"""Fitting the probability calibration on held-out dates (applied by ``features.scorer``)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from features.calibration import calibrate, logit
+from features.scorer import calibrate, logit
 
 
 class Calibrator:
     """Isotonic or sigmoid (Platt) calibration of churn probabilities.
 
     Fit it on predictions for dates the model did not train on; ``to_dict`` gives the plain
-    numbers stored in the model's metadata and applied by ``features.calibration.calibrate``.
+    numbers stored in the model's metadata and applied by ``features.scorer.calibrate``.
     """
 
     def __init__(self, method: str = "isotonic"):

@@ -1,0 +1,74 @@
+"""What every command shares: the error console, progress lines, common options, and turning a
+package's errors into one clear line."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import pandas as pd
+import typer
+from rich.console import Console
+
+from features.contract import DataContractError, Tables
+from features.sources import load_tables
+
+if TYPE_CHECKING:
+    from serving.settings import ServingSettings
+
+err = Console(stderr=True, soft_wrap=True)
+
+DataOpt = Annotated[Path, typer.Option("--data", help="Directory with one CSV/Parquet file per "
+                                       "table (see docs/data-contract.md), a mapping file "
+                                       "(docs/mappings.md) or a database URL")]
+TrackingOpt = Annotated[str | None, typer.Option(
+    "--tracking-uri", help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI or "
+    "sqlite:///mlflow.db]")]
+ServingConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="YAML file of serving settings [default: $CHURN_CONFIG_FILE]; CHURN_* "
+    "variables override it, and options given here override both")]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def progress(message: str) -> None:
+    err.print(f"[dim]-[/] {message}", highlight=False)
+
+
+def load(data: Path | str) -> Tables:
+    """The tables at ``data``, or a clear error naming the file, column and rows."""
+    try:
+        return load_tables(data)
+    except DataContractError as exc:
+        fail(str(exc))
+
+
+def parse_dates(value: str) -> list[pd.Timestamp]:
+    try:
+        return [pd.Timestamp(v.strip()).normalize() for v in value.split(",") if v.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(f"not a date list: {value!r} ({exc})") from exc
+
+
+def json_default(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+def serving_settings(command: str, **given: Any) -> ServingSettings:
+    """The serving settings with the options that were given (None = not given) on top.
+
+    A default passed here would beat the CHURN_* variables and the config file, so only the
+    options given are passed.
+    """
+    from serving.settings import ServingSettings
+
+    try:
+        return ServingSettings(**{k: v for k, v in given.items() if v is not None})
+    except (ValueError, OSError) as exc:  # pydantic's ValidationError, or the config file
+        fail(f"{command}: invalid settings:\n{exc}")

@@ -1,0 +1,136 @@
+"""Which (account, date) rows exist: observation dates, the accounts active at each, their labels.
+
+One rule decides which accounts get a row at a date (:func:`active_rows`): those in a spell of
+subscriptions (:mod:`features.labels`) that started before the date and ends after it. Training
+rows (past dates, labelled with churn within the horizon) and scoring rows (a date without a
+label) both come from it, and :func:`feature_rows` adds the point-in-time features to either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+
+from features.contract import Tables
+from features.labels import (
+    DEFAULT_GRACE_DAYS,
+    LOOKBACK_DAYS,
+    LabelSettings,
+    account_spells,
+    churned_within,
+)
+from features.pointintime import KEYS, build_features
+
+#: ``--every`` choices: pandas offset aliases of the observation dates.
+FREQUENCIES = {"month": "MS", "week": "W-MON", "quarter": "QS"}
+
+
+def grace_days_for(tables: Tables, grace_days: int | None = None) -> int:
+    """The grace period: the one given, else the data set's churn definition's, else 30 days."""
+    if grace_days is not None:
+        return grace_days
+    return tables.churn.grace_days if tables.churn.grace_days is not None else DEFAULT_GRACE_DAYS
+
+
+def default_scoring_date(tables: Tables) -> pd.Timestamp:
+    """The date scoring rows are built for when none is given: the day after the data ends."""
+    return tables.latest_date() + pd.Timedelta(days=1)
+
+
+def observation_dates(first: pd.Timestamp, last: pd.Timestamp, frequency: str = "MS"
+                      ) -> list[pd.Timestamp]:
+    """Observation dates from ``first`` to ``last`` inclusive (e.g. the first of every month)."""
+    return list(pd.date_range(pd.Timestamp(first).normalize(), pd.Timestamp(last).normalize(),
+                              freq=frequency))
+
+
+def dates_for(tables: Tables, as_of: Iterable[object] | None = None, every: str | None = None
+              ) -> list[pd.Timestamp]:
+    """The dates to build: ``as_of`` dates, or every month/week/quarter over the data, or (neither)
+    :func:`default_scoring_date`."""
+    if every is not None:
+        if every not in FREQUENCIES:
+            raise ValueError(f"every must be one of {', '.join(FREQUENCIES)}, not {every!r}")
+        return observation_dates(tables.activity_start(), tables.latest_date(), FREQUENCIES[every])
+    if as_of is not None:
+        dates = [pd.Timestamp(d).normalize() for d in as_of]
+        if not dates:
+            raise ValueError("no observation date given")
+        return dates
+    return [default_scoring_date(tables)]
+
+
+def active_rows(tables: Tables, dates: Iterable[object], grace_days: int,
+                observed_until: pd.Timestamp | None = None) -> pd.DataFrame:
+    """``account_id``, ``as_of`` and ``churn_date`` (NaT = none by ``observed_until``) of every
+    account in a spell that started before ``as_of`` and ends after it, sorted by date, account.
+
+    ``observed_until`` (default: the latest date) only decides which spell ends count as churn.
+    """
+    as_of = pd.DatetimeIndex([pd.Timestamp(d).normalize() for d in dates]).astype("datetime64[us]")
+    observed = as_of.max() if observed_until is None else pd.Timestamp(observed_until)
+    spells = account_spells(tables.subscriptions, observed, grace_days)
+    pairs = spells.merge(pd.DataFrame({"as_of": as_of}), how="cross")
+    alive = (pairs["start"] < pairs["as_of"]) & (pairs["end"].isna() | (pairs["end"] > pairs["as_of"]))
+    rows = pairs.loc[alive, ["account_id", "as_of", "churn_date"]]
+    return rows.sort_values(["as_of", "account_id"], kind="stable").reset_index(drop=True)
+
+
+def scoring_rows(tables: Tables, dates: Iterable[object] | None = None,
+                 grace_days: int | None = None) -> pd.DataFrame:
+    """(``account_id``, ``as_of``) of every account active at each date (default:
+    :func:`default_scoring_date`); no label: the future is unknown."""
+    dates = list(dates) if dates is not None else [default_scoring_date(tables)]
+    return active_rows(tables, dates, grace_days_for(tables, grace_days))[KEYS]
+
+
+def labelled_rows(tables: Tables, label: LabelSettings,
+                  observed_until: pd.Timestamp | str | None = None,
+                  first: pd.Timestamp | str | None = None) -> pd.DataFrame:
+    """Training rows: accounts active at each observation date, churned within the horizon.
+
+    Observation dates run every ``label.frequency`` from ``first`` (default ``label.first_date``,
+    else the first date at least ``LOOKBACK_DAYS`` after the data's activity starts, so that the
+    usage windows are filled) to the last date whose horizon ends on or before ``observed_until``
+    (default: ``tables.observed_until()``, the mapping's choice or else the latest data date);
+    later dates would have unobserved labels and are left out.
+
+    Returns:
+        ``account_id``, ``as_of``, ``churned`` (0/1) and ``churn_date``, sorted by as_of, account.
+    """
+    observed = (tables.observed_until() if observed_until is None
+                else pd.Timestamp(observed_until).normalize())
+    first = first if first is not None else label.first_date
+    if first is None:
+        first = tables.activity_start() + pd.Timedelta(days=LOOKBACK_DAYS)
+    last = observed - pd.Timedelta(days=label.horizon_days)
+    dates = observation_dates(pd.Timestamp(first), last, label.frequency)
+    if not dates:
+        raise ValueError(
+            f"no observation date fits: the first is {pd.Timestamp(first):%Y-%m-%d} and the last "
+            f"whose {label.horizon_days}-day horizon is observed is {last:%Y-%m-%d} "
+            f"(observed_until {observed:%Y-%m-%d}); use a shorter horizon or more data")
+    rows = active_rows(tables, dates, label.grace_days, observed)
+    rows.insert(2, "churned", churned_within(rows["churn_date"], rows["as_of"], label.horizon_days))
+    return rows
+
+
+def feature_rows(tables: Tables, as_of: Iterable[object] | None = None, every: str | None = None,
+                 horizon_days: int | None = None, grace_days: int | None = None) -> pd.DataFrame:
+    """Features for every account active at each date, keyed by (``account_id``, ``as_of``).
+
+    With ``horizon_days`` the rows also get their label (``churned`` within the horizon, 0/1) and
+    dates whose horizon is not observed yet are dropped: training rows. Without it: scoring rows.
+    ``grace_days`` defaults to the data set's churn definition, else 30.
+    """
+    grace = grace_days_for(tables, grace_days)
+    dates = dates_for(tables, as_of, every)
+    if horizon_days is None:
+        return build_features(tables, scoring_rows(tables, dates, grace))
+    label = LabelSettings(horizon_days=horizon_days, grace_days=grace)
+    labelled = labelled_rows(tables, label, first=min(dates))
+    labelled = labelled[labelled.as_of.isin(pd.DatetimeIndex(dates))].reset_index(drop=True)
+    feats = build_features(tables, labelled[KEYS])
+    feats["churned"] = labelled["churned"].to_numpy()
+    return feats

@@ -1,0 +1,2 @@
+"""The HTTP API: dependencies (``deps``), error handlers (``errors``), routers (``routes/``) and
+their assembly (``main``)."""

@@ -1,0 +1,65 @@
+"""``GET /v1/accounts/{account_id}`` and ``GET /v1/portfolio``: the scores ``churn score`` stored."""
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from features.surveys import quadrant_alarms
+from serving.api.deps import V1, SettingsDep, StoreDep
+from serving.schemas import Problem
+from serving.store import StoreError
+
+router = APIRouter(prefix=V1, tags=["history"])
+
+HISTORY_FIELDS = ("as_of", "model_name", "model_version", "scored_at", "churn_probability",
+                  "risk_band", "health_score", "health_band", "quadrant", "survey_due")
+
+
+def _stored(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["as_of"] = row["as_of"].isoformat()
+    out["scored_at"] = row["scored_at"].isoformat()
+    out["model_version"] = row["model_version"] or None
+    return out
+
+
+def _store_call(fn, *args):
+    try:
+        return fn(*args)
+    except StoreError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc
+
+
+@router.get("/accounts/{account_id}",
+            summary="Latest stored score of an account, with reasons, and its score history",
+            responses={404: {"model": Problem, "description": "No stored score for the account"}})
+def get_account(account_id: str, store: StoreDep,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    rows = _store_call(store.account, account_id, limit)
+    if not rows:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            detail="No stored score for this account (scores are stored by "
+                                   "`churn score`).")
+    return {"account_id": account_id, "latest": _stored(rows[0]),
+            "history": [{k: _stored(r)[k] for k in HISTORY_FIELDS} for r in rows]}
+
+
+@router.get("/portfolio",
+            summary="Risk/health band and quadrant distribution, playbook alarms, surveys due",
+            responses={404: {"model": Problem, "description": "No stored scores (for that date)"}})
+def get_portfolio(store: StoreDep, config: SettingsDep,
+                  as_of: Annotated[date | None, Query(
+                      description="Scoring date [default: the latest stored]")] = None
+                  ) -> dict[str, Any]:
+    summary = _store_call(store.portfolio, as_of)
+    if summary is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            detail="No stored scores (for that date); run `churn score`.")
+    total = summary["accounts"] or 1
+    summary["as_of"] = summary["as_of"].isoformat()
+    summary["quadrant_shares"] = {k: round(v / total, 4) for k, v in summary["quadrants"].items()}
+    summary["survey_due_share"] = round(summary["survey_due"] / total, 4)
+    summary["alarms"] = quadrant_alarms(summary["quadrants"], summary["accounts"],
+                                        config.churner_alarm, config.wildcard_alarm)
+    return summary
