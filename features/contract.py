@@ -14,6 +14,7 @@ from typing import Literal
 import pandas as pd
 
 from features.definitions import DEFAULT_CONFIG, FeatureConfig
+from features.redaction import redact
 
 Kind = Literal["id", "str", "date", "datetime", "float", "int"]
 
@@ -22,7 +23,8 @@ MAX_QUOTED_ROWS = 5
 
 
 class DataContractError(ValueError):
-    """Input data breaks the contract. The message names file, column and first bad rows."""
+    """Input data breaks the contract. The message names file, column and first bad rows (and
+    never a secret of a URL it quotes)."""
 
     def __init__(self, file: str, message: str, column: str | None = None,
                  rows: list[int] | None = None):
@@ -33,7 +35,7 @@ class DataContractError(ValueError):
             shown = f" (rows {', '.join(str(r) for r in self.rows[:MAX_QUOTED_ROWS])}"
             shown += ", ..." if len(self.rows) > MAX_QUOTED_ROWS else ""
             shown += ")"
-        super().__init__(f"{where}: {message}{shown}")
+        super().__init__(redact(f"{where}: {message}{shown}"))
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,8 @@ class TableReader:
 
     def tables(self) -> dict[str, set[str]]:
         """The database's tables and their columns (databases only)."""
-        assert self.con is not None, "only a database lists its tables"
+        if self.con is None:
+            raise TypeError("only a database lists its tables; a folder is read by name")
         return {name: set(self.con.table(name).columns) for name in self.con.list_tables()}
 
     def read(self, name: str) -> tuple[pd.DataFrame, str]:

@@ -45,11 +45,10 @@ def settle_gc() -> None:
       ``gc.freeze()`` keeps full collections from rescanning it on every request.
     * A request of 1,000 accounts holds over 10,000 container objects (the validated request,
       the scores), and a worker has several such requests in flight. With CPython's default
-      young-generation threshold of 700 that set off about 17 young and 2 older collections per
-      request, each walking the other requests' live objects: about 18 % of a worker's CPU on
-      batches in a profile. The objects are freed by reference counting when the request ends
-      and are rarely in cycles, so collecting every :data:`GC_YOUNG_THRESHOLD` net allocations
-      costs little memory.
+      young-generation threshold of 700 that sets off many young and older collections per
+      request, each walking the other requests' live objects. The objects are freed by reference
+      counting when the request ends and are rarely in cycles, so collecting every
+      :data:`GC_YOUNG_THRESHOLD` net allocations costs little memory.
     """
     gc.freeze()
     young, *older = gc.get_threshold()

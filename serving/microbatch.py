@@ -10,10 +10,10 @@ event loop (under load: all the requests read from the sockets in one ``select``
 which is scored in one call and split back per request, in order.
 
 Nothing waits on a timer: with one request in flight the flush runs on the next turn of the loop,
-so an idle server answers as fast as before. A batch reaching ``max_rows`` is scored at once.
+so an idle server answers without delay. A batch reaching ``max_rows`` is scored at once.
 Requests of ``max_rows`` accounts or more are scored on their own (they amortise the fixed cost
 already), one at a time on a thread of the worker's own: a batch of 1,000 accounts with reasons
-takes about half a second, and on the event loop it would hold up health probes and every small
+takes a noticeable while, and on the event loop it would hold up health probes and every small
 request of that worker meanwhile. LightGBM releases the GIL while it predicts and explains.
 Requests are only batched with requests for the same model object and the same number of
 reasons, so a hot reload or ``?explain=false`` never mixes answers.

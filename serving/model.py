@@ -26,6 +26,7 @@ import numpy as np
 from features.definitions import catalogue_by_name
 from features.encoder import FeatureEncoder
 from features.mlflow_defaults import DEFAULT_MODEL_NAME
+from features.redaction import redact
 from features.scorer import PREDICT_THREADS, ModelScorer
 from serving.explain import Explainer
 from serving.schemas import score_columns_model, score_request_model
@@ -40,7 +41,11 @@ TRAIN_HINT = ("Train and register a model with `churn train`, or point CHURN_MOD
 
 
 class ModelLoadError(RuntimeError):
-    """The model could not be found or read. The message says what to do about it."""
+    """The model could not be found or read. The message says what to do about it; any URL in it
+    (MLflow's own error text quotes them) has its secrets masked."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass(frozen=True)

@@ -259,7 +259,7 @@ def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput] | Accoun
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
         missing_names[r].append(feature_names[c])
     without_by_pattern: dict[int, tuple[list[str], str | None]] = {}
-    # Literal dicts per account below (twice as fast as dict(zip(...))); by name, so they stay
+    # Literal dicts per account below (cheaper than dict(zip(...))); by name, so they stay
     # right if COMPONENTS is reordered.
     usage, engagement, sentiment, risk = (comp[c] for c in _COMPONENT_KEYS)
     w_usage, w_engagement, w_sentiment, w_risk = (applied[c] for c in _COMPONENT_KEYS)

@@ -27,7 +27,11 @@ DEFAULT_TABLE = "churn_scores"
 
 
 class StoreError(RuntimeError):
-    """The score store could not be read or written (the message names the URL, redacted)."""
+    """The score store could not be read or written (the message names the URL, redacted, as
+    every URL a driver's error quotes)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,7 @@ from numba import njit
 #: with d distinct features on its path needs 2**d * d entries, so deep trees do not fit and are
 #: explained by LightGBM instead. ``churn train``'s trees (depth 5) need 160 per leaf.
 MAX_TABLE_ENTRIES = 1 << 22
-#: Largest |ours - pred_contrib| accepted (log-odds); the two differ by summation order only,
-#: about 1e-15 on the default model.
+#: Largest |ours - pred_contrib| accepted (log-odds); the two differ by summation order only.
 TOLERANCE = 1e-9
 #: LightGBM's ``kZeroThreshold`` (the float 1e-35f as a double): LightGBM reads any input with
 #: |x| at or below it as exactly 0 (it drops such values from the row), and splits on it.
@@ -55,7 +54,7 @@ def _jit(function):  # type: ignore[no-untyped-def]
 
     ``njit(cache=True)`` raises at import when neither the package's directory nor the user's
     cache directory is writable (a read-only container, say); then compile at every start
-    instead (about 2 s) rather than fail to import.
+    instead rather than fail to import.
     """
     compiled = njit(nogil=True)(function)
     try:

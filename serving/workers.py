@@ -3,8 +3,8 @@
 Why not ``uvicorn --workers``: its workers share one listening socket, and asyncio accepts every
 pending connection at once (up to the backlog) in whichever worker wakes first. A CS platform
 opens its pool of keep-alive connections in a burst, so one worker can end up with all of them
-while the others sit idle: measured here, 16 connections on 2 workers put one worker at 100 % CPU
-and the other at 0 %, throughput of one worker and twice the latency. With one socket per worker
+while the others sit idle, with the throughput of one worker and longer queues. With one socket per
+worker
 and ``SO_REUSEPORT`` the kernel spreads new connections over the workers by hashing the
 connection, so a burst is shared.
 

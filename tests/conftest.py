@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,32 +19,23 @@ from tests.stores import empty_mlflow_store
 #: The shared data sets (``../shared/data`` beside the project).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-#: Session fixtures too costly to build twice, and the xdist group of the tests that use them.
-#: The suite runs on several processes (``-n auto --dist loadgroup`` in pyproject.toml) and each
-#: process builds its own session fixtures, so every test that needs one of these runs in the
-#: same process.
-COSTLY_FIXTURES = {"registered_model": "default-model", "default_tables": "default-model",
-                   "sim_dev_tables": "sim-dev"}
+@contextmanager
+def shared_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[tuple[Path, bool]]:
+    """A directory every xdist worker of this run shares, and whether it is still to be made.
 
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group the tests for xdist, longest first.
-
-    Tests behind a costly session fixture share its group; the others are grouped by module, so a
-    module's servers start once. The costly groups and the modules with end-to-end tests are
-    queued first (``--no-loadscope-reorder`` keeps this order), so that no long test starts last
-    and runs alone.
+    The suite runs on several processes (``-n auto``); a costly session resource (a trained
+    model, written data) is made by the first worker that asks, under an exclusive lock, and read
+    by the others once it is complete (``done`` marks it).
     """
-    e2e = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("e2e")}
-    rank: dict[str, int] = {}
-    for item in items:
-        names = getattr(item, "fixturenames", ())  # the closure: fixtures of fixtures count too
-        module = item.nodeid.split("::")[0]
-        costly = next((g for f, g in COSTLY_FIXTURES.items() if f in names), None)
-        rank[item.nodeid] = 0 if costly else 1 if module in e2e else 2
-        item.add_marker(pytest.mark.xdist_group(costly or module))
-    items.sort(key=lambda item: rank[item.nodeid])  # stable: collection order within a rank
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    path = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = path / ".done"
+        path.mkdir(exist_ok=True)
+        yield path, not done.exists()
+        done.touch()
 
 
 @pytest.fixture(scope="session")
@@ -69,10 +65,12 @@ def sim_dev_tables() -> Tables:
 
 
 @pytest.fixture(scope="session")
-def default_data_dir(default_tables: Tables, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "default"
-    write_tables(default_tables, out)
-    return out
+def default_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generator's default data written as files, once for all workers."""
+    with shared_once(tmp_path_factory, "default-data") as (root, todo):
+        if todo:
+            write_tables(generate(), root / "default")
+    return root / "default"
 
 
 @dataclass
@@ -87,9 +85,16 @@ class RegisteredModel:
 @pytest.fixture(scope="session")
 def registered_model(default_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
                      ) -> RegisteredModel:
-    """A model trained on the default data, registered as churn-risk@champion in a SQLite store."""
+    """A model trained on the default data, registered as churn-risk@champion in a SQLite store;
+    trained once for all workers (tests only read the store)."""
+    from training.tracking import TrainResult
     from training.train import run_training
 
-    uri = empty_mlflow_store(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
-    result = run_training(default_data_dir, tracking=uri)
+    with shared_once(tmp_path_factory, "registered-model") as (root, todo):
+        record = root / "result.json"
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        if todo:
+            result = run_training(default_data_dir, tracking=empty_mlflow_store(root / "mlflow.db"))
+            record.write_text(json.dumps(result.to_dict()))
+        result = TrainResult(**json.loads(record.read_text()))
     return RegisteredModel(uri, result.model_name, result.model_version, default_data_dir, result)

@@ -72,10 +72,9 @@ class LightGBMSettings(BaseModel):
     num_boost_round: int = Field(500, gt=0, description="Upper bound; early stopping picks "
                                  "the number actually used")
     num_leaves: int = Field(15, gt=1)
-    # Reasons are exact TreeSHAP, whose cost grows with tree depth. On four seeds of the default
-    # data depth 5 explains 28 % cheaper than unlimited depth at the same quality (ROC AUC -0.0002,
-    # PR AUC -0.0007); depth 4 halves the cost, but 5 leaves room for data with deeper
-    # interactions (benchmarks/tree_depth.py, docs/benchmarks.md).
+    # Reasons are exact TreeSHAP, whose cost grows with tree depth: depth 5 explains cheaper than
+    # unlimited depth at the same quality and leaves room for data with deeper interactions than
+    # depth 4 (benchmarks/tree_depth.py; the figures are in docs/benchmarks.md).
     max_depth: int = Field(5, ge=-1, description="Maximum tree depth (-1 = no limit)")
     min_child_samples: int = Field(40, gt=0)
     feature_fraction: float = Field(0.8, gt=0, le=1)
@@ -84,7 +83,7 @@ class LightGBMSettings(BaseModel):
     lambda_l2: float = 1.0
     seed: int = 7
     # One thread: on tens of thousands of rows OpenMP's overhead dominates, and on a busy machine
-    # extra threads make training several times slower. Raise it for millions of rows.
+    # extra threads slow training down. Raise it for millions of rows.
     num_threads: int = Field(1, ge=0, description="LightGBM threads (0 = all cores)")
     early_stopping_rounds: int = Field(50, ge=0, description="Stop when the validation log loss "
                                        "has not improved for this many rounds (0 = off)")

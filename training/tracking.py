@@ -263,6 +263,27 @@ def log_and_register(*, booster_path: Path, metadata: dict[str, Any], example: p
     return version
 
 
+def _artifact_location(model_uri: str, client: MlflowClient) -> str:
+    """Where a model's files are: a registry URI (``models:/<name>/<version>``, ``@<alias>``,
+    ``/latest``) resolved with ``client``; anything else as given.
+
+    MLflow's own resolution of ``models:/`` looks the model up in the global tracking URI,
+    whatever store is asked for; resolving with the client keeps to the store asked for.
+    """
+    if not model_uri.startswith("models:/"):
+        return model_uri
+    ref = model_uri[len("models:/"):].strip("/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = str(client.get_model_version_by_alias(name, alias).version)
+    else:
+        name, _, version = ref.partition("/")
+        if version == "latest":
+            version = str(max(int(v.version) for v in
+                              client.search_model_versions(f"name = '{name}'")))
+    return client.get_model_version_download_uri(name, version)
+
+
 def load_scorer(model_uri: str, tracking: str | None = None) -> tuple[ModelScorer, dict[str, Any]]:
     """A registered model's :class:`~features.scorer.ModelScorer` and its metadata.
 
@@ -270,8 +291,10 @@ def load_scorer(model_uri: str, tracking: str | None = None) -> tuple[ModelScore
     model whose feature list differs from today's still scores (absent features are missing values)
     instead of failing the signature check.
     """
-    local = Path(mlflow.artifacts.download_artifacts(model_uri, tracking_uri=tracking,
-                                                     registry_uri=tracking))
+    uri = tracking_uri(tracking)
+    location = _artifact_location(model_uri, MlflowClient(uri, registry_uri=uri))
+    local = Path(mlflow.artifacts.download_artifacts(location, tracking_uri=uri,
+                                                     registry_uri=uri))
     artifacts = local / "artifacts"
     metadata = json.loads((artifacts / "metadata.json").read_text())
     return ModelScorer.from_files(artifacts / "booster.txt", metadata), metadata

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import synthetic
 from features.contract import TABLES, validate_tables
 from features.sources import load_tables
 from features.synthetic import EVENTS, PLANS, generate, write_tables
@@ -277,8 +276,3 @@ def test_write_tables_rejects_unknown_format(small, tmp_path):
     with pytest.raises(ValueError, match="format"):
         write_tables(small, tmp_path / "data", fmt="xlsx")
     assert list(tmp_path.iterdir()) == []
-
-
-def test_module_import_has_no_side_effects():
-    # Constants only: generating is always an explicit call.
-    assert callable(synthetic.generate) and len(synthetic.EVENTS) == 12

@@ -1,20 +1,22 @@
-"""Security, input hygiene, observability and the history routes, against a real uvicorn server
-on the tiny model (API keys configured, a small body limit, a pre-filled score store)."""
+"""Security, input hygiene, observability and the history routes of the app in process
+(FastAPI's TestClient, lifespan run): the tiny model loaded from a real MLflow registry, API keys
+configured, a small body limit, a pre-filled score store."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 
-import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from serving.app import create_app
 from serving.auth import key_digest, key_matches
+from serving.observability import JsonFormatter
+from serving.settings import ServingSettings
 from serving.store import ScoreStore
-from tests.serving.conftest import start_server, uvicorn_factory_argv
 from tests.serving.test_store import make_score
-
-pytestmark = pytest.mark.e2e
 
 KEY = "test-key-5b1d9f0e2c7a"
 OTHER_KEY = "second-key-77aa"
@@ -34,21 +36,39 @@ def store_url(tmp_path_factory) -> str:
     return url
 
 
-@pytest.fixture(scope="module")
-def secured(local_registry, server_workdir, store_url):
-    env = {"CHURN_TRACKING_URI": local_registry.tracking_uri,
-           "CHURN_API_KEY_HASHES": json.dumps([key_digest(KEY), key_digest(OTHER_KEY)]),
-           "CHURN_MAX_BODY_BYTES": str(BODY_LIMIT), "CHURN_SCORE_STORE_URL": store_url,
-           "CHURN_LOG_LEVEL": "info",
-           # this server explains with LightGBM's own TreeSHAP (test_api's uses the tables)
-           "CHURN_TREESHAP": "lightgbm"}
-    with start_server(uvicorn_factory_argv, env, server_workdir, ready=True) as server:
-        yield server
+class LogLines(logging.Handler):
+    """The service's log lines, as its JSON formatter writes them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
 
 
 @pytest.fixture(scope="module")
-def client(secured):
-    with httpx.Client(base_url=secured.url, timeout=30) as c:
+def secured(local_registry, store_url):
+    """The log of the app ``client`` serves."""
+    handler = LogLines()
+    logging.getLogger("churn").addHandler(handler)
+    yield handler
+    logging.getLogger("churn").removeHandler(handler)
+
+
+@pytest.fixture(scope="module")
+def client(secured, local_registry, store_url):
+    settings = ServingSettings(
+        tracking_uri=local_registry.tracking_uri, model_uri="models:/churn-risk@champion",
+        api_key_hashes=[key_digest(KEY), key_digest(OTHER_KEY)], max_body_bytes=BODY_LIMIT,
+        score_store_url=store_url, log_level="info", poll_seconds=0,
+        # explained with LightGBM's own TreeSHAP (test_server's uses the tables)
+        treeshap="lightgbm")
+    with TestClient(create_app(settings)) as c:
         yield c
 
 
@@ -174,15 +194,15 @@ def test_model_info_has_lifecycle_fields(client, local_registry):
     assert info["treeshap"] == "lightgbm"  # CHURN_TREESHAP reached the loader
 
 
-def test_open_cors_when_configured(local_registry, server_workdir, tmp_path):
-    env = {"CHURN_TRACKING_URI": local_registry.tracking_uri,
-           "CHURN_CORS_ORIGINS": '["https://cs.example"]',
-           "CHURN_SCORE_STORE_URL": f"sqlite:///{tmp_path / 's.db'}"}
-    with start_server(uvicorn_factory_argv, env, server_workdir) as server:
-        ok = httpx.options(server.url + "/v1/scores", headers={
+def test_open_cors_when_configured(local_registry, tmp_path):
+    settings = ServingSettings(tracking_uri=local_registry.tracking_uri, poll_seconds=0,
+                               cors_origins=["https://cs.example"],
+                               score_store_url=f"sqlite:///{tmp_path / 's.db'}")
+    with TestClient(create_app(settings)) as client:
+        ok = client.options("/v1/scores", headers={
             "Origin": "https://cs.example", "Access-Control-Request-Method": "POST"})
         assert ok.headers["access-control-allow-origin"] == "https://cs.example"
-        other = httpx.options(server.url + "/v1/scores", headers={
+        other = client.options("/v1/scores", headers={
             "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in other.headers
 

@@ -157,3 +157,23 @@ def test_evaluate_cli_scores_a_registered_model(registered_model) -> None:
                                   "--model-uri", "models:/churn-risk/42",
                                   "--tracking-uri", registered_model.tracking_uri])
     assert missing.exit_code == 2
+
+
+def test_a_registered_model_is_read_from_the_store_given_whatever_mlflows_global_uri(
+        registered_model, tmp_path) -> None:
+    """``churn evaluate`` and the gate read the model of the store they are given, even when the
+    process's global MLflow URI points at another store holding a model of the same name."""
+    from tests.serving.conftest import register_model_dir, train_tiny_booster, write_model_dir
+    from training.tracking import load_scorer
+
+    other = register_model_dir(write_model_dir(tmp_path / "tiny", *train_tiny_booster()),
+                               tmp_path)  # its churn-risk v1 is another model
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(other.tracking_uri)
+    try:
+        _, metadata = load_scorer(f"models:/churn-risk/{registered_model.version}",
+                                  registered_model.tracking_uri)
+        _, by_alias = load_scorer("models:/churn-risk@champion", registered_model.tracking_uri)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert metadata["run_id"] == by_alias["run_id"] == registered_model.result.run_id
