@@ -25,6 +25,9 @@ DataOpt = Annotated[Path, typer.Option("--data", help="Directory with one CSV/Pa
 TrackingOpt = Annotated[str | None, typer.Option(
     "--tracking-uri", help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI or "
     "sqlite:///mlflow.db]")]
+ModelNameOpt = Annotated[str | None, typer.Option(
+    "--model-name", help="Registered model name [default: the data set's name (a mapping's "
+    "name), else churn-risk]")]
 ServingConfigOpt = Annotated[Path | None, typer.Option(
     "--config", help="YAML file of serving settings [default: $CHURN_CONFIG_FILE]; CHURN_* "
     "variables override it, and options given here override both")]
@@ -39,12 +42,53 @@ def progress(message: str) -> None:
     err.print(f"[dim]-[/] {message}", highlight=False)
 
 
-def load(data: Path | str) -> Tables:
-    """The tables at ``data``, or a clear error naming the file, column and rows."""
+def load(data: Path | str, quiet: bool = False) -> Tables:
+    """The tables at ``data``, or a clear error naming the file, column and rows; what loading
+    noticed is said on stderr (unless ``quiet``: the caller reports it)."""
     try:
-        return load_tables(data)
+        tables = load_tables(data)
     except DataContractError as exc:
         fail(str(exc))
+    if not quiet:
+        for warning in tables.warnings:
+            warn(warning)
+    return tables
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+def report(tables: Tables) -> bool:
+    """Print what was understood of ``tables`` (:func:`features.check.check`); True if it holds
+    no problem that stops training."""
+    from features.check import check
+
+    data = check(tables)
+    for line in data.lines():
+        if line.startswith("warning: "):
+            warn(line[len("warning: "):])
+        elif line.startswith("problem: "):
+            err.print(f"[bold red]problem:[/] {line[len('problem: '):]}", highlight=False)
+        else:
+            err.print(line, highlight=False)
+    return not data.problems
+
+
+def model_uri_for(model_uri: str | None, model_name: str | None,
+                  data: Path | str | None = None) -> str | None:
+    """The model to use: ``--model-uri``, else the champion of ``--model-name``, else (with
+    ``data``) the champion of the data set's own model; None = the settings' default."""
+    from features.mlflow_defaults import champion_uri
+    from features.sources import dataset_name
+
+    if model_uri is not None:
+        return model_uri
+    try:
+        name = model_name or (dataset_name(data) if data is not None else None)
+    except DataContractError as exc:
+        fail(str(exc))
+    return champion_uri(name) if name else None
 
 
 def parse_dates(value: str) -> list[pd.Timestamp]:

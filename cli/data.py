@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DataOpt, err, fail, load, parse_dates
+from cli.common import DataOpt, err, fail, load, parse_dates, report
 
 
 def generate(
@@ -62,3 +62,11 @@ def features(
     label = ", labelled" if "churned" in frame.columns else ""
     err.print(f"wrote {len(frame):,} rows x {n_features} features{label} to {out}",
               highlight=False)
+
+
+def check(data: DataOpt) -> None:
+    """Say what was understood of a data set before any training: files read and ignored, rows
+    and dates per table, the extract date, feature families, churn rate per observation date,
+    warnings. Exits 1 when something would stop training."""
+    if not report(load(data, quiet=True)):
+        raise typer.Exit(1)

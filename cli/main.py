@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import typer
 
-from cli.data import features, generate
+from cli.data import check, features, generate
 from cli.demo import demo
 from cli.serve import score, serve
 from cli.train import evaluate, promote, train
 
 app = typer.Typer(help="churn-risk: churn prediction and health scores for customer success.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-for command in (generate, features, train, evaluate, promote, serve, score, demo):
+for command in (generate, check, features, train, evaluate, promote, serve, score, demo):
     app.command()(command)
 
 

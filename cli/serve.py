@@ -8,13 +8,16 @@ import typer
 
 from cli.common import (
     DataOpt,
+    ModelNameOpt,
     ServingConfigOpt,
     TrackingOpt,
     err,
     fail,
+    model_uri_for,
     parse_dates,
     progress,
     serving_settings,
+    warn,
 )
 
 
@@ -23,7 +26,8 @@ def serve(
         help="Bind address [default: $CHURN_HOST or 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default: $CHURN_PORT or 8000]")] = None,
     model_uri: Annotated[str | None, typer.Option(
-        help="Model to serve [default: models:/churn-risk@champion]")] = None,
+        help="Model to serve [default: the champion of --model-name]")] = None,
+    model_name: ModelNameOpt = None,
     tracking_uri: TrackingOpt = None,
     workers: Annotated[int | None, typer.Option(
         help="Worker processes, each its own SO_REUSEPORT socket on the port "
@@ -37,7 +41,8 @@ def serve(
     from serving.app import serve as run_server
 
     settings = serving_settings("churn serve", host=host, port=port, workers=workers,
-                                model_uri=model_uri, tracking_uri=tracking_uri,
+                                model_uri=model_uri_for(model_uri, model_name),
+                                tracking_uri=tracking_uri,
                                 config_file=config)
     try:
         settings.check_exposure()
@@ -58,7 +63,9 @@ def score(
         help="SQLAlchemy URL of the score store [default: $CHURN_SCORE_STORE_URL or "
              "sqlite:///churn-scores.db]")] = None,
     model_uri: Annotated[str | None, typer.Option(
-        help="Model to score with [default: models:/churn-risk@champion]")] = None,
+        help="Model to score with [default: the champion of --model-name, else of the data "
+             "set's own model]")] = None,
+    model_name: ModelNameOpt = None,
     tracking_uri: TrackingOpt = None,
     config: ServingConfigOpt = None,
 ) -> None:
@@ -69,13 +76,17 @@ def score(
     from serving.model import ModelLoadError
     from serving.store import StoreError
 
-    settings = serving_settings("churn score", model_uri=model_uri, tracking_uri=tracking_uri,
+    settings = serving_settings("churn score", model_uri=model_uri_for(model_uri, model_name, data),
+                                tracking_uri=tracking_uri,
                                 score_store_url=store_url, config_file=config)
     try:
         result = score_data(data, settings, parse_dates(as_of) if as_of else None,
                             progress=progress)
     except (ModelLoadError, DataContractError, StoreError, ValueError) as exc:
+        # ValueError: no active account at a date, or data lacking most of the model's features
         fail(str(exc))
+    for warning in result.warnings:
+        warn(warning)
     err.print(f"stored {result.written:,} scores in {redact(settings.score_store_url)} "
               f"({result.kept:,} were already stored for this model version and were kept)",
               highlight=False)

@@ -9,7 +9,18 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from cli.common import DataOpt, TrackingOpt, err, fail, json_default, load, progress
+from cli.common import (
+    DataOpt,
+    ModelNameOpt,
+    TrackingOpt,
+    err,
+    fail,
+    json_default,
+    load,
+    model_uri_for,
+    progress,
+    report,
+)
 from features.mlflow_defaults import DEFAULT_MODEL_NAME, champion_uri
 from training.config import TrainConfig
 
@@ -20,22 +31,28 @@ def train(
                                                 "config's, else the data mapping's, else 90]")]
     = None,
     observed_until: Annotated[str | None, typer.Option(
-        help="Last date the data is complete for [default: latest date in the data]")] = None,
+        help="Last day churn is known [default: the mapping's observed_until, else the day "
+        "before the extract date]")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML training config (see "
                                                 "docs/training.md)")] = None,
     tune: Annotated[int, typer.Option(min=0, help="Optuna trials on the backtest before "
                                       "training (0 = use the config's hyperparameters)")] = 0,
     tracking_uri: TrackingOpt = None,
+    model_name: ModelNameOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
 ) -> None:
     """Backtest, train and calibrate a model, log it to MLflow and register it as challenger;
-    it becomes champion only if it beats the current champion on the held-out window."""
+    it becomes champion only if it beats the current champion (of the same data set) on the
+    held-out window. What was understood of the data is printed first (as `churn check`)."""
     from training.train import run_training
 
     cfg = _config(config)
     if horizon is not None:
         cfg.label.horizon_days = horizon
-    tables = load(data)
+    if model_name is not None:
+        cfg.model_name = model_name
+    tables = load(data, quiet=True)
+    report(tables)
     try:
         result = run_training(tables, cfg, tracking=tracking_uri, observed_until=observed_until,
                               progress=progress, show_progress=not as_json, tune=tune)
@@ -84,8 +101,9 @@ def _config(path: Path | None) -> TrainConfig:
 
 def evaluate(
     data: DataOpt,
-    model_uri: Annotated[str, typer.Option(help="Registered model to evaluate")]
-    = champion_uri(),
+    model_uri: Annotated[str | None, typer.Option(
+        help="Registered model to evaluate [default: the champion of --model-name]")] = None,
+    model_name: ModelNameOpt = None,
     horizon: Annotated[int | None, typer.Option(help="Churn horizon in days [default: the "
                                                 "model's]")] = None,
     observed_until: Annotated[str | None, typer.Option(
@@ -99,6 +117,7 @@ def evaluate(
 
     from training.evaluate import evaluate_registered
 
+    model_uri = model_uri_for(model_uri, model_name, data) or champion_uri()
     tables = load(data)
     try:
         report = evaluate_registered(tables, model_uri, tracking=tracking_uri,
@@ -127,7 +146,8 @@ def promote(
     version: Annotated[str, typer.Argument(help="Model version to make champion")],
     reason: Annotated[str, typer.Option(help="Why the gate is overridden (recorded in the "
                                         "version's tags)")],
-    model_name: Annotated[str, typer.Option(help="Registered model name")] = DEFAULT_MODEL_NAME,
+    model_name: Annotated[str, typer.Option("--model-name", help="Registered model name")]
+    = DEFAULT_MODEL_NAME,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Make a model version champion by hand, overriding the promotion gate."""

@@ -11,12 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from features.definitions import DEFAULT_CONFIG, FeatureConfig
 from features.redaction import redact
 
 Kind = Literal["id", "str", "date", "datetime", "float", "int"]
+#: Monthly recurring revenue above this (in any currency) is not a real account's.
+MAX_MRR = 10_000_000
 
 #: How many bad rows an error message quotes.
 MAX_QUOTED_ROWS = 5
@@ -49,6 +52,9 @@ class Column:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] | None = None
+    #: A date that may lie after today (a paid-through end, a booked renewal); any other date
+    #: after today cannot be true.
+    future_ok: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,9 +89,9 @@ SUBSCRIPTIONS = TableSpec(
     "subscriptions",
     (
         Column("account_id", "id"),
-        Column("start_date", "date"),
-        Column("end_date", "date", nullable=True),
-        Column("mrr", "float", required=False, nullable=True, min=0),
+        Column("start_date", "date", future_ok=True),
+        Column("end_date", "date", nullable=True, future_ok=True),
+        Column("mrr", "float", required=False, nullable=True, min=0, max=MAX_MRR),
         # Months between renewals (1 = monthly, 12 = annual); gives the next renewal date.
         Column("billing_period_months", "int", required=False, nullable=True, min=1),
     ),
@@ -135,6 +141,8 @@ SURVEYS = TableSpec(
 TABLES: tuple[TableSpec, ...] = (ACCOUNTS, SUBSCRIPTIONS, USAGE_EVENTS, TOUCHPOINTS, SURVEYS)
 #: Valid score ranges per survey kind.
 SCORE_RANGES = {"nps": (0, 10), "csat": (1, 5)}
+#: Tables whose timestamps are activity: the latest of them dates the extract.
+ACTIVITY_TABLES = ("usage_events", "touchpoints", "surveys")
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,19 @@ class ChurnSettings:
     #: Where churn dates come from: "subscriptions" (spell ends) or "events" (a churn-event table,
     #: already turned into subscription ends by the mapping).
     source: str = "subscriptions"
+    #: When the data was exported, when the mapping says so (else inferred from the activity).
+    extract_date: pd.Timestamp | None = None
+
+
+@dataclass(frozen=True)
+class ExtractDate:
+    """The day the data was exported, and where that date comes from (said to the user)."""
+
+    date: pd.Timestamp
+    source: str
+
+    def __str__(self) -> str:
+        return f"{self.date:%Y-%m-%d} ({self.source})"
 
 
 @dataclass
@@ -170,12 +191,37 @@ class Tables:
     #: Optional contract columns the input did not have at all, per table (they are filled with
     #: nulls; features that need them are null rather than zero).
     absent_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The data set's name (a mapping's ``name``); None for data in the contract's own shape.
+    name: str | None = None
+    #: What loading noticed and the user should know (files not read, a table in two forms ...).
+    warnings: list[str] = field(default_factory=list)
+
+    def extract_date(self) -> ExtractDate:
+        """The day the data was exported: the mapping's ``extract_date``, else the day of the
+        latest activity (usage, touchpoint or survey timestamp), else of the latest subscription
+        start. A subscription end on or after it is a paid-through date, not a churn."""
+        if self.churn.extract_date is not None:
+            return ExtractDate(pd.Timestamp(self.churn.extract_date).normalize(),
+                               "extract_date of the mapping")
+        latest = [(frame[col.name].max(), spec.name) for spec in TABLES
+                  if spec.name in ACTIVITY_TABLES and (frame := self.get(spec.name)) is not None
+                  for col in spec.columns if col.kind in ("date", "datetime")
+                  and len(frame) and pd.notna(frame[col.name].max())]
+        if latest:
+            date, table = max(latest)
+            return ExtractDate(date.normalize(), f"latest {table} timestamp")
+        date = self.subscriptions["start_date"].max()
+        if pd.isna(date):
+            raise DataContractError(self.files.get("subscriptions", "subscriptions"),
+                                    "no subscription start dates")
+        return ExtractDate(date.normalize(), "latest subscription start; no activity table")
 
     def observed_until(self) -> pd.Timestamp:
-        """The default ``observed_until``: the mapping's choice, else the latest date in the data."""
+        """The last day churn is known: the mapping's ``observed_until``, else the day before the
+        extract date (ends on or after the extract date are paid-through dates)."""
         if self.churn.observed_until is not None:
             return pd.Timestamp(self.churn.observed_until).normalize()
-        return self.latest_date()
+        return self.extract_date().date - pd.Timedelta(days=1)
 
     def get(self, name: str) -> pd.DataFrame | None:
         return getattr(self, name)
@@ -195,22 +241,6 @@ class Tables:
             starts = [self.subscriptions["start_date"].min()]
         return min(starts).normalize()
 
-    def latest_date(self) -> pd.Timestamp:
-        """The latest date anywhere in the data (the default ``observed_until``)."""
-        dates: list[pd.Timestamp] = []
-        for spec in TABLES:
-            frame = self.get(spec.name)
-            if frame is None:
-                continue
-            for col in spec.columns:
-                if col.kind in ("date", "datetime") and col.name in frame and len(frame):
-                    value = frame[col.name].max()
-                    if pd.notna(value):
-                        dates.append(value)
-        if not dates:
-            raise DataContractError(self.source, "no dates found in any table")
-        return max(dates).normalize()
-
 
 def validate_tables(tables: Tables) -> Tables:
     """Validate frames built in memory (e.g. by the generator or a test) like files on disk."""
@@ -227,8 +257,9 @@ def validate_tables(tables: Tables) -> Tables:
         out[spec.name] = validate_table(spec, frame, tables.files.get(spec.name, spec.name))
     result = Tables(**out, source=tables.source, files=tables.files,
                     feature_config=tables.feature_config, churn=tables.churn,
-                    absent_columns=absent)
+                    absent_columns=absent, name=tables.name, warnings=list(tables.warnings))
     check_references(result)
+    check_extract_date(result)
     return result
 
 
@@ -271,6 +302,10 @@ def _parse(spec: TableSpec, col: Column, values: pd.Series, file: str) -> pd.Ser
             raise DataContractError(file, f"not a number: {example!r}", col.name,
                                     row_numbers(values, bad, file))
         parsed = parsed.astype("float64")
+        infinite = np.isinf(parsed)
+        if infinite.any():
+            raise DataContractError(file, f"not a finite number: {values[infinite].iloc[0]!r}",
+                                    col.name, row_numbers(values, infinite, file))
         if col.kind == "int":
             frac = parsed.notna() & (parsed != parsed.round())
             if frac.any():
@@ -304,6 +339,8 @@ def absent_columns(spec: TableSpec, raw: pd.DataFrame) -> tuple[str, ...]:
 def validate_table(spec: TableSpec, raw: pd.DataFrame, file: str) -> pd.DataFrame:
     """Check and type one table; columns outside the contract are kept as they are."""
     raw = raw.reset_index(drop=True)
+    if spec.required and raw.empty:
+        raise DataContractError(file, f"the required table {spec.name} has no rows")
     missing = [c.name for c in spec.columns if c.required and c.name not in raw.columns]
     if missing:
         raise DataContractError(file, f"missing required column(s): {', '.join(missing)}; found "
@@ -321,7 +358,27 @@ def validate_table(spec: TableSpec, raw: pd.DataFrame, file: str) -> pd.DataFram
             raise DataContractError(file, f"duplicate key ({', '.join(spec.key)})",
                                     ", ".join(spec.key), row_numbers(out, dup, file))
     _check_rules(spec, out, file)
+    _check_not_future(spec, out, file)
     return out
+
+
+def today() -> pd.Timestamp:
+    """Today's date (UTC): rows dated after it cannot be true."""
+    return pd.Timestamp.now(tz="UTC").tz_localize(None).normalize()
+
+
+def _check_not_future(spec: TableSpec, frame: pd.DataFrame, file: str) -> None:
+    """Dates after today are typos or placeholders (2099-...), except paid-through subscription
+    ends and booked renewals; one day of slack absorbs time zones."""
+    limit = today() + pd.Timedelta(days=1)
+    for col in spec.columns:
+        if col.kind in ("date", "datetime") and not col.future_ok:
+            bad = frame[col.name].notna() & (frame[col.name] >= limit)
+            if bad.any():
+                raise DataContractError(
+                    file, f"{frame[col.name][bad].iloc[0]:%Y-%m-%d} lies in the future (today is "
+                    f"{limit - pd.Timedelta(days=1):%Y-%m-%d})", col.name,
+                    row_numbers(frame, bad, file))
 
 
 def _empty_dtype(kind: Kind) -> str:
@@ -349,6 +406,25 @@ def _check_rules(spec: TableSpec, frame: pd.DataFrame, file: str) -> None:
                 raise DataContractError(
                     file, f"{kind} score {frame['score'][bad].iloc[0]:g} out of range "
                     f"{low}-{high}", "score", row_numbers(frame, bad.fillna(False), file))
+
+
+def check_extract_date(tables: Tables) -> None:
+    """No activity is dated after a declared extract date (the data cannot hold the future)."""
+    declared = tables.churn.extract_date
+    if declared is None:
+        return
+    limit = pd.Timestamp(declared).normalize() + pd.Timedelta(days=1)
+    for spec in TABLES:
+        frame = tables.get(spec.name)
+        if spec.name not in ACTIVITY_TABLES or frame is None:
+            continue
+        bad = frame[spec.time_column] >= limit
+        if bad.any():
+            file = tables.files.get(spec.name, spec.name)
+            raise DataContractError(
+                file, f"{frame[spec.time_column][bad].iloc[0]:%Y-%m-%d} is after the extract date "
+                f"{limit - pd.Timedelta(days=1):%Y-%m-%d}", spec.time_column,
+                row_numbers(frame, bad, file))
 
 
 def check_references(tables: Tables) -> None:

@@ -120,18 +120,48 @@ class FeatureSpec:
     #: An optional input column ("table.column"): when the data has no value in it at all, the
     #: feature is null rather than a misleading zero (e.g. active users without user ids).
     requires: str | None = None
+    #: The behaviour the feature measures; features of one signal (the same counts over other
+    #: windows, their trend) make one reason together. Empty: the feature is its own signal.
+    signal: str = ""
+    #: A short name for reasons, when the description explains more than a sentence holds.
+    short: str = ""
+    #: Values outside [low, high] cannot be true (the API answers 422); None = the rule of
+    #: :attr:`bounds`.
+    low: float | None = None
+    high: float | None = None
 
     @property
     def table(self) -> str:
         return FAMILY_TABLE[self.family]
 
+    @property
+    def signal_name(self) -> str:
+        return self.signal or self.name
+
+    @property
+    def bounds(self) -> tuple[float | None, float | None]:
+        """The values a feature can take: declared, else counts, days and amounts >= 0, shares
+        and flags 0-1; None = unbounded."""
+        if self.low is not None or self.high is not None or self.dtype == "category":
+            return self.low, self.high
+        if self.unit in ("%", "flag") and self.aggregation in ("ratio", "flag"):
+            return 0.0, 1.0
+        if self.aggregation in NON_NEGATIVE:
+            return 0.0, None
+        return None, None
+
+
+#: Aggregations whose values are never negative (counts, days, amounts).
+NON_NEGATIVE = frozenset({"sum", "count", "count days", "count distinct", "recency", "median",
+                          "as of", "open at as_of", "ratio", "coefficient of variation"})
+
 
 def _window(name: str, family: Family, source: str, measure: str, days: int, description: str,
             unit: str, offset: int = 0, fat_tailed: bool = False,
-            aggregation: str = "sum", requires: str | None = None) -> FeatureSpec:
+            aggregation: str = "sum", requires: str | None = None, signal: str = "") -> FeatureSpec:
     return FeatureSpec(name, family, description, Window(source, measure, days, offset),
                        window_days=days, aggregation=aggregation, unit=unit, fat_tailed=fat_tailed,
-                       requires=requires)
+                       requires=requires, signal=signal)
 
 
 CATALOGUE: tuple[FeatureSpec, ...] = (
@@ -139,176 +169,191 @@ CATALOGUE: tuple[FeatureSpec, ...] = (
     FeatureSpec("distinct_events_30d", "usage_depth",
                 "Distinct product features used in the last 30 days",
                 Distinct("usage_events", "event", 30), window_days=30,
-                aggregation="count distinct", unit="features"),
+                aggregation="count distinct", unit="features", signal="breadth of use"),
     FeatureSpec("distinct_events_90d", "usage_depth",
                 "Distinct product features used in the last 90 days",
                 Distinct("usage_events", "event", 90), window_days=90,
-                aggregation="count distinct", unit="features"),
+                aggregation="count distinct", unit="features", signal="breadth of use"),
     FeatureSpec("catalogue_share_30d", "usage_depth",
                 "Share of the product's feature catalogue used in the last 30 days",
                 Derived("share_of_catalogue", ("distinct_events_30d", "_catalogue_size")),
-                window_days=30, aggregation="ratio", unit="%"),
+                window_days=30, aggregation="ratio", unit="%", signal="breadth of use"),
     FeatureSpec("active_users_30d", "usage_depth",
                 "Distinct active users in the last 30 days",
                 Distinct("usage_events", "user_id", 30), window_days=30,
                 aggregation="count distinct", unit="users", fat_tailed=True,
-                requires="usage_events.user_id"),
+                requires="usage_events.user_id", signal="active users"),
     FeatureSpec("active_users_per_seat_30d", "usage_depth",
                 "Active users in the last 30 days per licensed seat",
                 Derived("ratio", ("active_users_30d", "seats")), window_days=30,
-                aggregation="ratio", unit="%", requires="usage_events.user_id"),
+                aggregation="ratio", unit="users per seat", requires="usage_events.user_id",
+                signal="active users"),
     FeatureSpec("events_per_active_user_30d", "usage_depth",
                 "Product events per active user in the last 30 days",
                 Derived("ratio", ("events_30d", "active_users_30d")), window_days=30,
                 aggregation="ratio", unit="events", fat_tailed=True,
-                requires="usage_events.user_id"),
+                requires="usage_events.user_id", signal="active users"),
     FeatureSpec("key_features_used_30d", "usage_depth",
                 "Key product features (the data set's configured most valuable features) used in "
                 "the last 30 days", Derived("count_positive", ("_key_*_30d",)), window_days=30,
-                aggregation="count distinct", unit="features"),
+                aggregation="count distinct", unit="features", signal="breadth of use"),
     FeatureSpec("key_feature_adoption_30d", "usage_depth",
                 "Share of the key product features used in the last 30 days",
                 Derived("ratio", ("key_features_used_30d", "_key_event_count")), window_days=30,
-                aggregation="ratio", unit="%"),
+                aggregation="ratio", unit="%", signal="breadth of use"),
     # --- usage frequency: how often the account uses the product, and the trend
     _window("events_7d", "usage_frequency", "usage_events", "events", 7,
-            "Product events in the last 7 days", "events", fat_tailed=True),
+            "Product events in the last 7 days", "events", fat_tailed=True, signal="product events"),
     _window("events_30d", "usage_frequency", "usage_events", "events", 30,
-            "Product events in the last 30 days", "events", fat_tailed=True),
+            "Product events in the last 30 days", "events", fat_tailed=True, signal="product events"),
     _window("events_90d", "usage_frequency", "usage_events", "events", 90,
-            "Product events in the last 90 days", "events", fat_tailed=True),
+            "Product events in the last 90 days", "events", fat_tailed=True, signal="product events"),
     _window("events_180d", "usage_frequency", "usage_events", "events", 180,
-            "Product events in the last 180 days", "events", fat_tailed=True),
+            "Product events in the last 180 days", "events", fat_tailed=True, signal="product events"),
     _window("events_prev_30d", "usage_frequency", "usage_events", "events", 30,
             "Product events in the 30 days before the last 30", "events", offset=30,
-            fat_tailed=True),
+            fat_tailed=True, signal="product events"),
     _window("active_days_7d", "usage_frequency", "usage_events", "active", 7,
-            "Days with any product use in the last 7 days", "days", aggregation="count days"),
+            "Days with any product use in the last 7 days", "days", aggregation="count days",
+            signal="active days"),
     _window("active_days_30d", "usage_frequency", "usage_events", "active", 30,
-            "Days with any product use in the last 30 days", "days", aggregation="count days"),
+            "Days with any product use in the last 30 days", "days", aggregation="count days",
+            signal="active days"),
     _window("active_days_90d", "usage_frequency", "usage_events", "active", 90,
-            "Days with any product use in the last 90 days", "days", aggregation="count days"),
+            "Days with any product use in the last 90 days", "days", aggregation="count days",
+            signal="active days"),
     _window("active_days_180d", "usage_frequency", "usage_events", "active", 180,
-            "Days with any product use in the last 180 days", "days", aggregation="count days"),
+            "Days with any product use in the last 180 days", "days", aggregation="count days",
+            signal="active days"),
     FeatureSpec("events_trend_30d", "usage_frequency",
                 "Change in product events, last 30 days vs the 30 days before",
                 Derived("pct_change", ("events_30d", "events_prev_30d")), window_days=60,
-                aggregation="change", unit="%"),
+                aggregation="change", unit="%", signal="product events", low=-1, high=None),
     FeatureSpec("events_slope_90d", "usage_frequency",
                 "Trend of daily product events over the last 90 days: the change across the 90 "
                 "days of a straight line fitted to them, as a share of the average (-1 = halving "
                 "from the start to the end of the window, roughly)",
                 Derived("slope_90d", ("events_90d", "_events_x_day_90d", "_day")),
-                window_days=90, aggregation="least-squares slope", unit="share"),
+                window_days=90, aggregation="least-squares slope", unit="%", signal="product events",
+                short="Trend of daily product events over the last 90 days"),
     FeatureSpec("events_volatility_30d", "usage_frequency",
                 "Volatility of daily product events in the last 30 days (standard deviation / "
                 "mean; 0 = the same every day)",
                 Derived("daily_cv_30d", ("events_30d", "_events_sq_30d")), window_days=30,
-                aggregation="coefficient of variation", unit="ratio"),
+                aggregation="coefficient of variation", unit="ratio", signal="product events",
+                short="Day-to-day volatility of product events in the last 30 days"),
     FeatureSpec("days_since_last_event", "usage_frequency",
                 "Days since the account last used the product",
-                Since("usage_events", "active"), aggregation="recency", unit="days"),
+                Since("usage_events", "active"), aggregation="recency", unit="days", signal="active days"),
     # --- touchpoints: proactive success (company-initiated) vs reactive service (customer-initiated)
     _window("proactive_touchpoints_30d", "touchpoints", "touchpoints", "proactive", 30,
             "Proactive contacts from the company (check-ins, QBRs, emails) in the last 30 days",
-            "contacts", aggregation="count"),
+            "contacts", aggregation="count", signal="proactive contact"),
     _window("reactive_touchpoints_30d", "touchpoints", "touchpoints", "reactive", 30,
             "Support requests from the customer (tickets, chats) in the last 30 days",
-            "requests", aggregation="count", fat_tailed=True),
+            "requests", aggregation="count", fat_tailed=True, signal="support requests"),
     _window("proactive_touchpoints_90d", "touchpoints", "touchpoints", "proactive", 90,
             "Proactive contacts from the company (check-ins, QBRs, emails) in the last 90 days",
-            "contacts", aggregation="count"),
+            "contacts", aggregation="count", signal="proactive contact"),
     _window("reactive_touchpoints_90d", "touchpoints", "touchpoints", "reactive", 90,
             "Support requests from the customer (tickets, chats) in the last 90 days",
-            "requests", aggregation="count", fat_tailed=True),
+            "requests", aggregation="count", fat_tailed=True, signal="support requests"),
     FeatureSpec("days_since_last_proactive", "touchpoints",
                 "Days since the company last reached out to the account proactively",
-                Since("touchpoints", "proactive"), aggregation="recency", unit="days"),
+                Since("touchpoints", "proactive"), aggregation="recency", unit="days",
+                signal="proactive contact"),
     FeatureSpec("check_in_gap_days", "touchpoints",
                 "Days the next proactive contact is overdue against the expected check-in cadence "
                 "(monthly by default; negative = not yet due)",
                 Derived("difference", ("days_since_last_proactive", "_check_in_days")),
-                aggregation="recency - cadence", unit="days"),
+                aggregation="recency - cadence", unit="days", signal="proactive contact",
+                short="Days the next proactive check-in is overdue"),
     FeatureSpec("days_since_last_review", "touchpoints",
                 "Days since the last business review (QBR or review meeting) with the account",
-                Since("touchpoints", "review"), aggregation="recency", unit="days"),
+                Since("touchpoints", "review"), aggregation="recency", unit="days",
+                signal="business reviews"),
     FeatureSpec("review_gap_days", "touchpoints",
                 "Days the next business review is overdue against the expected cadence (quarterly "
                 "by default; negative = not yet due)",
                 Derived("difference", ("days_since_last_review", "_review_days")),
-                aggregation="recency - cadence", unit="days"),
+                aggregation="recency - cadence", unit="days", signal="business reviews",
+                short="Days the next business review is overdue"),
     FeatureSpec("open_tickets", "touchpoints",
                 "Support requests opened and not yet resolved",
                 Derived("difference", ("_reactive_total", "_resolved_total")),
-                aggregation="open at as_of", unit="tickets"),
+                aggregation="open at as_of", unit="tickets", signal="support requests"),
     _window("escalated_tickets_90d", "touchpoints", "touchpoints", "escalated", 90,
             "Support requests opened in the last 90 days that were escalated", "tickets",
-            aggregation="count", requires="touchpoints.escalated"),
+            aggregation="count", requires="touchpoints.escalated", signal="support requests"),
     FeatureSpec("median_resolution_hours_90d", "touchpoints",
                 "Median hours to resolve the support requests resolved in the last 90 days",
                 Median("touchpoints", "resolution_hours", 90), window_days=90,
                 aggregation="median", unit="hours", fat_tailed=True,
-                requires="touchpoints.resolved_at"),
+                requires="touchpoints.resolved_at", signal="support requests"),
     # --- surveys: NPS (0-10) and CSAT (1-5, satisfied = 4 or 5)
     FeatureSpec("last_nps", "surveys", "Latest NPS answer (0-10)",
-                Attribute("last_nps"), aggregation="last", unit="points"),
+                Attribute("last_nps"), aggregation="last", unit="points", signal="NPS", low=0, high=10),
     FeatureSpec("nps_bucket", "surveys",
                 "Latest NPS answer as detractor (0-6), passive (7-8) or promoter (9-10)",
-                Rule(surveys.nps_buckets, ("last_nps",)), aggregation="last", dtype="category"),
+                Rule(surveys.nps_buckets, ("last_nps",)), aggregation="last", dtype="category", signal="NPS"),
     FeatureSpec("nps_change", "surveys",
                 "Change of the latest NPS answer against the one before it (points)",
                 Derived("difference", ("last_nps", "_previous_nps")), aggregation="change",
-                unit="points"),
+                unit="points", signal="NPS", low=-10, high=10),
     FeatureSpec("days_since_last_nps", "surveys", "Days since the account last answered NPS",
-                Since("surveys", "nps_answered"), aggregation="recency", unit="days"),
+                Since("surveys", "nps_answered"), aggregation="recency", unit="days", signal="NPS"),
     FeatureSpec("csat_satisfied_share_90d", "surveys",
                 "Share of CSAT answers in the last 90 days that were satisfied (4 or 5 of 5)",
                 Derived("ratio", ("_csat_satisfied_90d", "_csat_answered_90d")),
-                window_days=90, aggregation="ratio", unit="%"),
+                window_days=90, aggregation="ratio", unit="%", signal="CSAT"),
     FeatureSpec("csat_satisfied_share_180d", "surveys",
                 "Share of CSAT answers in the last 180 days that were satisfied (4 or 5 of 5)",
                 Derived("ratio", ("_csat_satisfied_180d", "_csat_answered_180d")),
-                window_days=180, aggregation="ratio", unit="%"),
+                window_days=180, aggregation="ratio", unit="%", signal="CSAT"),
     FeatureSpec("survey_response_rate_365d", "surveys",
                 "Share of surveys sent in the last 365 days that were answered",
                 Derived("ratio", ("_surveys_answered_365d", "_surveys_sent_365d")),
-                window_days=365, aggregation="ratio", unit="%"),
+                window_days=365, aggregation="ratio", unit="%", signal="survey contact"),
     FeatureSpec("days_since_last_survey", "surveys",
                 "Days since the account was last sent a survey",
-                Since("surveys", "sent"), aggregation="recency", unit="days"),
+                Since("surveys", "sent"), aggregation="recency", unit="days", signal="survey contact"),
     FeatureSpec("days_since_last_nps_sent", "surveys",
                 "Days since the account was last sent an NPS survey (answered or not)",
-                Since("surveys", "nps_sent"), aggregation="recency", unit="days"),
+                Since("surveys", "nps_sent"), aggregation="recency", unit="days", signal="survey contact"),
     FeatureSpec("nps_survey_due", "surveys",
                 "NPS survey due: 1 when a customer of at least 180 days was sent no NPS survey "
                 "in the last 180 days",
                 Rule(surveys.nps_survey_due, ("days_since_last_nps_sent", "tenure_days"),
-                     policy=True), window_days=180, aggregation="flag", unit="flag"),
+                     policy=True), window_days=180, aggregation="flag", unit="flag", signal="survey contact",
+                short="NPS survey due"),
     FeatureSpec("onboarding_survey_due", "surveys",
                 "Onboarding survey due: 1 when a new customer (14 to 180 days) has never been "
                 "sent an NPS survey",
                 Rule(surveys.onboarding_survey_due, ("days_since_last_nps_sent", "tenure_days"),
-                     policy=True), aggregation="flag", unit="flag"),
+                     policy=True), aggregation="flag", unit="flag", signal="survey contact",
+                short="Onboarding survey due"),
     FeatureSpec("csat_nps_quadrant", "surveys",
                 "CSAT x NPS quadrant: Advocate (NPS 7+ and at least half of CSAT satisfied), "
                 "VIP-support (NPS 7+, CSAT mostly unsatisfied: loyal but let down by support), "
                 "Wildcard (detractor NPS, CSAT mostly satisfied), Churner (both low); CSAT over "
                 "180 days", Rule(surveys.quadrants, ("last_nps", "csat_satisfied_share_180d"),
                                  policy=True),
-                window_days=180, aggregation="last", dtype="category"),
+                window_days=180, aggregation="last", dtype="category", signal="CSAT x NPS",
+                short="CSAT x NPS quadrant"),
     # --- account: who the customer is and where its subscription stands
     FeatureSpec("tenure_days", "account", "Days since the account became a customer",
                 Attribute("tenure_days"), aggregation="as of", unit="days"),
     FeatureSpec("plan", "account", "Subscription plan", Attribute("plan"), dtype="category",
                 aggregation="attribute"),
     FeatureSpec("seats", "account", "Licensed seats", Attribute("seats"), aggregation="attribute",
-                unit="seats", fat_tailed=True),
+                unit="seats", fat_tailed=True, low=0),
     FeatureSpec("mrr", "account", "Monthly recurring revenue of the current subscription",
-                Attribute("mrr"), aggregation="as of", unit="currency", fat_tailed=True),
+                Attribute("mrr"), aggregation="as of", unit="currency", fat_tailed=True, signal="revenue"),
     FeatureSpec("mrr_change_90d", "account",
                 "Change of monthly recurring revenue against 90 days earlier (upgrade > 0, "
                 "downgrade < 0), as a share of the earlier mrr",
-                Attribute("mrr_change_90d"), window_days=90, aggregation="change", unit="%"),
+                Attribute("mrr_change_90d"), window_days=90, aggregation="change", unit="%",
+                signal="revenue", low=-1, high=None),
     FeatureSpec("days_to_renewal", "account",
                 "Days until the current subscription renews (the next chance to leave)",
                 Attribute("days_to_renewal"), aggregation="as of", unit="days"),
@@ -412,7 +457,7 @@ def _dynamic_specs(config: FeatureConfig) -> list[FeatureSpec]:
             specs.append(_window(key_event_feature(event, days), "usage_depth", "usage_events",
                                  key_event_measure(event), days,
                                  f"Uses of the key feature '{event}' in the last {days} days",
-                                 "events", fat_tailed=True))
+                                 "events", fat_tailed=True, signal=f"use of '{event}'"))
     for attr in config.attributes:
         if attr.kind == "category":
             desc, dtype, unit = f"Account {attr.column}", "category", ""
@@ -459,6 +504,8 @@ def catalogue_records(config: FeatureConfig | None = None) -> list[dict[str, obj
     return [
         {"name": s.name, "family": s.family, "table": s.table, "window_days": s.window_days,
          "aggregation": s.aggregation, "dtype": s.dtype, "unit": s.unit,
-         "description": s.description}
+         "description": s.description, "short": s.short or s.description,
+         "signal": s.signal_name, "low": s.bounds[0],
+         "high": s.bounds[1]}
         for s in catalogue(config)
     ]

@@ -1,9 +1,11 @@
 """The churn definition: spells of subscriptions, churn dates and the label settings.
 
 An account's subscriptions are merged into *spells*: subscriptions that follow each other within
-the grace period belong to one spell. A spell that ends on or before ``observed_until`` with no
-subscription following within the grace period is a churn on its end date; later ends are censored
-(we cannot know yet). An account that comes back after churning starts a new spell.
+the grace period belong to one spell. A spell that ends on or before ``observed_until`` (the last
+day churn is known) with no subscription following within the grace period is a churn on its end
+date. A later end is censored: in a billing export a running subscription's ``end_date`` is the
+date it is paid through, so the spell is treated as still open. An account that comes back after
+churning starts a new spell.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class LabelSettings(BaseModel):
     frequency: str = Field("MS", description="pandas offset alias of the observation dates")
     first_date: date | None = Field(None, description="First observation date [default: 90 days "
                                     "after the data's activity starts, so usage windows are full]")
+    check_churn_spike: bool = Field(True, description="Refuse labels whose newest date churns far "
+                                    "more than the earlier ones (paid-through ends taken for "
+                                    "churn); false keeps them deliberately")
 
 
 def account_spells(subscriptions: pd.DataFrame, observed_until: pd.Timestamp,
@@ -37,8 +42,8 @@ def account_spells(subscriptions: pd.DataFrame, observed_until: pd.Timestamp,
     """Merge subscriptions into spells and mark churn.
 
     Returns:
-        One row per spell: ``account_id``, ``start``, ``end`` (NaT = open), ``churn_date``
-        (NaT when the spell has not churned by ``observed_until``).
+        One row per spell: ``account_id``, ``start``, ``end`` (NaT = open, also when it ends
+        after ``observed_until``), ``churn_date`` (the end, when the spell churned).
     """
     observed_until = pd.Timestamp(observed_until)
     subs = subscriptions[["account_id", "start_date", "end_date"]].sort_values(
@@ -54,8 +59,8 @@ def account_spells(subscriptions: pd.DataFrame, observed_until: pd.Timestamp,
     spell_id = new_spell.cumsum()
     spells = subs.assign(end=end, spell=spell_id).groupby("spell").agg(
         account_id=("account_id", "first"), start=("start_date", "min"), end=("end", "max"))
-    spells["end"] = spells["end"].where(spells["end"] < far)
-    spells["churn_date"] = spells["end"].where(spells["end"] <= observed_until)
+    spells["end"] = spells["end"].where(spells["end"] <= observed_until)  # later: censored
+    spells["churn_date"] = spells["end"]
     return spells.reset_index(drop=True)
 
 

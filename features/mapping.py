@@ -29,6 +29,7 @@ from features.contract import (
     Tables,
     TableSpec,
     absent_columns,
+    check_extract_date,
     check_references,
     row_numbers,
     validate_table,
@@ -100,6 +101,7 @@ class ChurnMap(BaseModel):
     source: Literal["subscriptions", "events"] = Field("subscriptions", alias="from")
     grace_days: int | None = Field(None, ge=0)
     horizon_days: int | None = Field(None, gt=0)
+    #: The last day churn is known [default: the extract date].
     observed_until: str | None = None
     #: For source "events": the table and its account and date columns.
     table: str | None = None
@@ -127,10 +129,13 @@ class Mapping(BaseModel):
     """A mapping file."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = "mapped"
+    #: The data set's name: its models are registered under it.
+    name: str = Field("mapped", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     description: str = ""
     #: Default data location: a directory (relative to the mapping file) or an Ibis URL.
     data: str | None = None
+    #: The day the data was exported [default: the day of its latest activity].
+    extract_date: str | None = None
     tables: dict[str, TableMap]
     features: FeaturesMap = FeaturesMap()
     churn: ChurnMap = ChurnMap()
@@ -307,8 +312,13 @@ def apply_mapping(mapping: Mapping, source: TableReader, data_label: str) -> Tab
     frames: dict[str, pd.DataFrame] = {}
     files: dict[str, str] = {}
     absent: dict[str, tuple[str, ...]] = {}
+    warnings: list[str] = []
     for name, spec in mapping.tables.items():
-        frames[name], files[name], absent[name] = _map_table(name, spec, source)
+        frame, label, missing = _map_table(name, spec, source)
+        if frame.empty and not _SPECS[name].required:
+            warnings.append(f"{label} has no rows: {name} is treated as absent")
+            continue
+        frames[name], files[name], absent[name] = frame, label, missing
     churn = mapping.churn
     if churn.source == "events":
         frames["subscriptions"] = validate_table(
@@ -320,10 +330,13 @@ def apply_mapping(mapping: Mapping, source: TableReader, data_label: str) -> Tab
         raise DataContractError(mapping.name, f"invalid features section: {exc}") from exc
     _check_key_events(config, frames.get("usage_events"), files.get("usage_events", mapping.name))
     observed = pd.Timestamp(churn.observed_until) if churn.observed_until else None
+    extract = pd.Timestamp(mapping.extract_date) if mapping.extract_date else None
     tables = Tables(**frames, source=data_label, files=files, feature_config=config,
                     churn=ChurnSettings(observed, churn.grace_days, churn.horizon_days,
-                                        churn.source), absent_columns=absent)
+                                        churn.source, extract),
+                    absent_columns=absent, name=mapping.name or None, warnings=warnings)
     check_references(tables)
+    check_extract_date(tables)
     return tables
 
 
@@ -339,10 +352,12 @@ def _check_key_events(config: FeatureConfig, usage: pd.DataFrame | None, label: 
                                 f"seen: {shown})", "event")
 
 
-def contract_mapping(name: str, present: dict[str, set[str]]) -> Mapping:
+def contract_mapping(present: dict[str, set[str]]) -> Mapping:
     """The identity mapping of contract-shaped tables (``present``: table -> its columns);
-    optional contract columns a table lacks are left out."""
+    optional contract columns a table lacks are left out. Its data set has no name of its own
+    (models of contract-shaped data are registered under the default name)."""
     tables = {spec.name: TableMap(**{"from": spec.name, "columns": {
         c.name: c.name for c in spec.columns if c.name in present[spec.name]}})
         for spec in TABLES if spec.name in present}
-    return Mapping(name=name, tables=tables)
+    return Mapping.model_construct(name="", description="", data=None, extract_date=None,
+                                   tables=tables, features=FeaturesMap(), churn=ChurnMap())

@@ -33,9 +33,20 @@ def grace_days_for(tables: Tables, grace_days: int | None = None) -> int:
     return tables.churn.grace_days if tables.churn.grace_days is not None else DEFAULT_GRACE_DAYS
 
 
+#: The newest labelled date's churn rate is implausible at or above this and this many times the
+#: earlier dates' median (subscription ends near the extract date taken for churn).
+SPIKE_RATE = 0.25
+SPIKE_FACTOR = 4.0
+
+
+class LabelError(ValueError):
+    """The labels cannot be right; the message names the likely cause and the fix."""
+
+
 def default_scoring_date(tables: Tables) -> pd.Timestamp:
-    """The date scoring rows are built for when none is given: the day after the data ends."""
-    return tables.latest_date() + pd.Timedelta(days=1)
+    """The date scoring rows are built for when none is given: the day after the extract date,
+    so every row of the data counts."""
+    return tables.extract_date().date + pd.Timedelta(days=1)
 
 
 def observation_dates(first: pd.Timestamp, last: pd.Timestamp, frequency: str = "MS"
@@ -52,7 +63,8 @@ def dates_for(tables: Tables, as_of: Iterable[object] | None = None, every: str 
     if every is not None:
         if every not in FREQUENCIES:
             raise ValueError(f"every must be one of {', '.join(FREQUENCIES)}, not {every!r}")
-        return observation_dates(tables.activity_start(), tables.latest_date(), FREQUENCIES[every])
+        return observation_dates(tables.activity_start(), tables.extract_date().date,
+                                 FREQUENCIES[every])
     if as_of is not None:
         dates = [pd.Timestamp(d).normalize() for d in as_of]
         if not dates:
@@ -66,10 +78,11 @@ def active_rows(tables: Tables, dates: Iterable[object], grace_days: int,
     """``account_id``, ``as_of`` and ``churn_date`` (NaT = none by ``observed_until``) of every
     account in a spell that started before ``as_of`` and ends after it, sorted by date, account.
 
-    ``observed_until`` (default: the latest date) only decides which spell ends count as churn.
+    ``observed_until`` (default: ``tables.observed_until()``) is the last day churn is known;
+    spells ending later are still running (:func:`features.labels.account_spells`).
     """
     as_of = pd.DatetimeIndex([pd.Timestamp(d).normalize() for d in dates]).astype("datetime64[us]")
-    observed = as_of.max() if observed_until is None else pd.Timestamp(observed_until)
+    observed = tables.observed_until() if observed_until is None else pd.Timestamp(observed_until)
     spells = account_spells(tables.subscriptions, observed, grace_days)
     pairs = spells.merge(pd.DataFrame({"as_of": as_of}), how="cross")
     alive = (pairs["start"] < pairs["as_of"]) & (pairs["end"].isna() | (pairs["end"] > pairs["as_of"]))
@@ -82,7 +95,15 @@ def scoring_rows(tables: Tables, dates: Iterable[object] | None = None,
     """(``account_id``, ``as_of``) of every account active at each date (default:
     :func:`default_scoring_date`); no label: the future is unknown."""
     dates = list(dates) if dates is not None else [default_scoring_date(tables)]
-    return active_rows(tables, dates, grace_days_for(tables, grace_days))[KEYS]
+    rows = active_rows(tables, dates, grace_days_for(tables, grace_days))[KEYS]
+    if rows.empty:
+        subs = tables.subscriptions
+        shown = ", ".join(f"{pd.Timestamp(d):%Y-%m-%d}" for d in dates[:5])
+        raise ValueError(
+            f"no account is active on {shown}: the data's subscriptions start "
+            f"{subs['start_date'].min():%Y-%m-%d} .. {subs['start_date'].max():%Y-%m-%d} and its "
+            f"extract date is {tables.extract_date()}")
+    return rows
 
 
 def labelled_rows(tables: Tables, label: LabelSettings,
@@ -113,7 +134,32 @@ def labelled_rows(tables: Tables, label: LabelSettings,
             f"(observed_until {observed:%Y-%m-%d}); use a shorter horizon or more data")
     rows = active_rows(tables, dates, label.grace_days, observed)
     rows.insert(2, "churned", churned_within(rows["churn_date"], rows["as_of"], label.horizon_days))
+    if label.check_churn_spike:
+        check_churn_spike(tables, rows, observed)
     return rows
+
+
+def churn_rates(rows: pd.DataFrame) -> pd.Series:
+    """Churn rate of labelled rows per observation date."""
+    return rows.groupby("as_of")["churned"].mean()
+
+
+def check_churn_spike(tables: Tables, rows: pd.DataFrame, observed_until: pd.Timestamp) -> None:
+    """Refuse labels whose newest date churns far more than the earlier dates: the usual sign
+    that running subscriptions' paid-through ends were taken for churn."""
+    rates = churn_rates(rows)
+    if len(rates) < 3:
+        return
+    newest, earlier = rates.iloc[-1], float(rates.iloc[:-1].median())
+    if newest >= SPIKE_RATE and newest >= SPIKE_FACTOR * earlier:
+        raise LabelError(
+            f"the churn rate on the newest labelled date, {rates.index[-1]:%Y-%m-%d}, is "
+            f"{newest:.1%} against {earlier:.1%} (median) on the earlier dates. Subscription ends "
+            f"shortly before {observed_until:%Y-%m-%d} (the last day churn is taken as known) "
+            "were counted as churn; in a billing export they are usually running subscriptions' "
+            f"paid-through dates. The extract date was taken as {tables.extract_date()}. Set the "
+            "last day churn is known (`observed_until` in the mapping's churn section, or "
+            "--observed-until), or the mapping's `extract_date`.")
 
 
 def feature_rows(tables: Tables, as_of: Iterable[object] | None = None, every: str | None = None,

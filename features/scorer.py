@@ -34,6 +34,29 @@ from features.encoder import FeatureEncoder
 EPS = 1e-6
 #: LightGBM threads per prediction: scoring calls are small and servers run a worker per core.
 PREDICT_THREADS = 1
+#: A model is not applied to data lacking more than this share of its features.
+MAX_ABSENT_SHARE = 0.5
+
+
+class FeatureCoverageError(ValueError):
+    """The data lacks most of the model's features: it is not the data the model was made for."""
+
+
+def absent_features(frame: pd.DataFrame, names: list[str]) -> list[str]:
+    """The model features the frame does not have, or has with no value on any row."""
+    return [n for n in names if n not in frame.columns or frame[n].isna().all()]
+
+
+def check_coverage(frame: pd.DataFrame, names: list[str], model: str, data: str) -> None:
+    """Refuse to score ``frame`` when more than :data:`MAX_ABSENT_SHARE` of the model's features
+    are absent from it (a model applied to another data set's rows would answer, wrongly)."""
+    absent = absent_features(frame, names)
+    if len(frame) and len(absent) > MAX_ABSENT_SHARE * len(names):
+        raise FeatureCoverageError(
+            f"{len(absent)} of the {len(names)} features of {model} are absent from {data} "
+            f"({', '.join(absent[:6])}{', ...' if len(absent) > 6 else ''}): it looks like a "
+            "model of another data set; choose the model made for this data (--model-name or "
+            "--model-uri)")
 
 
 def logit(p: np.ndarray) -> np.ndarray:

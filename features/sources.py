@@ -15,6 +15,9 @@ raises :class:`~features.contract.DataContractError` naming the file, column and
 
 from __future__ import annotations
 
+import csv
+import difflib
+import gzip
 import re
 from pathlib import Path
 
@@ -33,8 +36,15 @@ from features.redaction import redact
 
 #: The suffixes we read, in the order we look for them.
 SUFFIXES = (".parquet", ".csv", ".csv.gz")
-#: CSV files above this size are read by DuckDB (much faster than pandas for big files).
-DUCKDB_CSV_BYTES = 5_000_000
+#: Files in a data folder that look like data (named in a warning when they are not read).
+DATA_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".tsv", ".json", ".jsonl", ".xlsx", ".txt")
+#: Usual names of the contract's tables in other exports (to suggest a mapping).
+ALIASES = {"events": "usage_events", "usage": "usage_events", "activity": "usage_events",
+           "feature_usage": "usage_events", "tickets": "touchpoints",
+           "support_tickets": "touchpoints", "interactions": "touchpoints",
+           "customers": "accounts", "account": "accounts", "subscription": "subscriptions",
+           "billing": "subscriptions", "nps": "surveys", "csat": "surveys",
+           "responses": "surveys"}
 
 
 def is_url(location: str | Path) -> bool:
@@ -51,18 +61,77 @@ def find_table_file(data_dir: Path, name: str) -> Path | None:
 
 
 def read_raw(path: Path) -> pd.DataFrame:
-    """Read a table file as-is (CSV as strings, so that validation sees what was written)."""
-    if path.name.endswith(".parquet"):
-        return pd.read_parquet(path)
-    if path.stat().st_size >= DUCKDB_CSV_BYTES:
-        import duckdb
+    """Read a table file as-is: Parquet typed, CSV (optionally gzipped) as strings so that
+    validation sees what was written.
 
-        con = duckdb.connect()
+    CSV is read strictly, by DuckDB: every row must have the header's number of fields (a file
+    cut in the middle of a row is refused), text must be UTF-8, quotes must close.
+
+    Raises:
+        DataContractError: the file cannot be read; names the file and, for CSV, the line.
+    """
+    if path.stat().st_size == 0:
+        raise DataContractError(path.name, "the file is empty (0 bytes)")
+    if path.name.endswith(".parquet"):
         try:
-            return con.read_csv(str(path), all_varchar=True, header=True).df()
-        finally:
-            con.close()
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise DataContractError(path.name, f"not a readable Parquet file "
+                                    f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+    return _read_csv(path)
+
+
+def _csv_header(path: Path) -> list[str]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            first = fh.readline()
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataContractError(path.name, "not UTF-8 text (save the file as UTF-8)",
+                                rows=[1]) from exc
+    except (OSError, EOFError) as exc:
+        raise DataContractError(path.name, f"cannot read the file: {exc}") from exc
+    return next(csv.reader([text.rstrip("\r\n")]), [])
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    import duckdb
+
+    header = _csv_header(path)
+    if not header or not any(h.strip() for h in header):
+        raise DataContractError(path.name, "no header line")
+    if len(set(header)) != len(header):
+        dup = sorted({h for h in header if header.count(h) > 1})
+        raise DataContractError(path.name, f"the header repeats column(s) {', '.join(dup)}",
+                                rows=[1])
+    con = duckdb.connect()
+    try:
+        rel = con.read_csv(str(path), header=True, delimiter=",", quotechar='"',
+                           escapechar='"', auto_detect=False, strict_mode=True,
+                           null_padding=False, columns={h: "VARCHAR" for h in header})
+        return rel.df()
+    except duckdb.Error as exc:
+        raise _csv_error(path, str(exc)) from exc
+    finally:
+        con.close()
+
+
+def _csv_error(path: Path, text: str) -> DataContractError:
+    """DuckDB's CSV error as a message that names the file, the line and what is wrong."""
+    line = re.search(r"CSV Error on Line: (\d+)", text)
+    rows = [int(line.group(1))] if line else []
+    columns = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
+    if columns:
+        reason = (f"the row has {columns.group(2)} fields where the header has "
+                  f"{columns.group(1)} (a file cut off or a stray delimiter)")
+    elif "unicode" in text.lower() or "utf-8" in text.lower():
+        reason = "not UTF-8 text (save the file as UTF-8)"
+    elif "unterminated quote" in text.lower():
+        reason = "a quoted value is not closed"
+    else:
+        reason = f"cannot be read as CSV: {text.splitlines()[0]}"
+    return DataContractError(path.name, reason, rows=rows)
 
 
 class TableReader:
@@ -132,27 +201,70 @@ def load_tables(location: str | Path) -> Tables:
     return load_folder(path)
 
 
+def dataset_name(location: str | Path) -> str | None:
+    """The name of the data set at ``location`` without loading it: a mapping file's ``name``;
+    None for data in the contract's own shape (a folder or a database)."""
+    if is_url(location):
+        return None
+    path = Path(location)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return read_mapping(path).name or None
+    return None
+
+
 def load_folder(data_dir: Path) -> Tables:
-    """The contract tables of a folder holding one file per table."""
+    """The contract tables of a folder holding one file per table.
+
+    Files that are not a contract table, a table present in two forms and optional tables with
+    no rows are named in ``tables.warnings``.
+    """
     if not data_dir.is_dir():
         raise DataContractError(str(data_dir), "data directory does not exist")
     frames: dict[str, pd.DataFrame] = {}
     files: dict[str, str] = {}
     absent: dict[str, tuple[str, ...]] = {}
+    warnings = _unread_files(data_dir)
     for spec in TABLES:
-        path = find_table_file(data_dir, spec.name)
-        if path is None:
+        found = [data_dir / f"{spec.name}{s}" for s in SUFFIXES if (data_dir / f"{spec.name}{s}").exists()]
+        if not found:
             if spec.required:
                 expected = " or ".join(f"{spec.name}{s}" for s in SUFFIXES)
                 raise DataContractError(str(data_dir), f"required table missing: expected {expected}")
             continue
+        path = found[0]
+        if len(found) > 1:
+            warnings.append(f"{spec.name}: read {path.name}; "
+                            f"{', '.join(p.name for p in found[1:])} also there, not read")
         raw = read_raw(path)
+        if raw.empty and not spec.required:
+            warnings.append(f"{path.name} has no rows: {spec.name} is treated as absent")
+            continue
         absent[spec.name] = absent_columns(spec, raw)
         frames[spec.name] = validate_table(spec, raw, path.name)
         files[spec.name] = path.name
-    tables = Tables(**frames, source=str(data_dir), files=files, absent_columns=absent)
+    tables = Tables(**frames, source=str(data_dir), files=files, absent_columns=absent,
+                    warnings=warnings)
     check_references(tables)
     return tables
+
+
+def _unread_files(data_dir: Path) -> list[str]:
+    """A warning for each data-looking file of the folder that is not a contract table."""
+    known = {f"{spec.name}{s}" for spec in TABLES for s in SUFFIXES}
+    out = []
+    for path in sorted(data_dir.iterdir()):
+        if not path.is_file() or path.name in known or path.name.startswith("."):
+            continue
+        if not path.name.lower().endswith(DATA_SUFFIXES + tuple(f"{s}.gz" for s in DATA_SUFFIXES)):
+            continue
+        stem = path.name.split(".")[0].lower()
+        guess = ALIASES.get(stem) or next(iter(difflib.get_close_matches(
+            stem, [t.name for t in TABLES], n=1, cutoff=0.6)), None)
+        hint = (f"if it holds {guess}, map it to that table with a mapping file"
+                if guess else "to use it, map it with a mapping file")
+        out.append(f"{path.name} is not a table of the contract and was not read; {hint} "
+                   "(docs/mappings.md)")
+    return out
 
 
 def load_mapped(mapping: str | Path | Mapping, data: str | Path | None = None) -> Tables:
@@ -194,4 +306,4 @@ def load_database(url: str, mapping: str | Path | Mapping | None = None) -> Tabl
     for spec in TABLES:
         if spec.required and spec.name not in present:
             raise DataContractError(redact(url), f"required table missing: {spec.name}")
-    return apply_mapping(contract_mapping(redact(url), present), source, redact(url))
+    return apply_mapping(contract_mapping(present), source, redact(url))

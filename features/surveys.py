@@ -112,15 +112,26 @@ def survey_due_reasons(days_since_nps_sent: Any, tenure_days: Any,
 def quadrant_alarms(quadrant_counts: Mapping[str, int], accounts: int,
                     churner: float = CHURNER_ALARM, wildcard: float = WILDCARD_ALARM
                     ) -> list[dict[str, Any]]:
-    """The playbook's alarms: Churners above ``churner`` and Wildcards above ``wildcard`` of
-    ``accounts``. Each names the quadrant, its share, the threshold and whether it fires."""
-    total = accounts or 1
+    """The playbook's alarms: Churners above ``churner`` and Wildcards above ``wildcard``.
+
+    The CSAT x NPS map covers only accounts with both answers, so the shares are of those
+    (``mapped``), and each alarm states that denominator and the coverage (``mapped`` of all
+    ``accounts``). With no account on the map there is nothing to alarm on: no alarms.
+    """
+    mapped = sum(int(quadrant_counts.get(q, 0)) for q in QUADRANTS)
+    if mapped == 0:
+        return []
+    coverage = mapped / accounts if accounts else 0.0
     out = []
     for quadrant, threshold in (("Churner", churner), ("Wildcard", wildcard)):
-        share = quadrant_counts.get(quadrant, 0) / total
+        count = int(quadrant_counts.get(quadrant, 0))
+        share = count / mapped
         out.append({"name": f"{quadrant.lower()}s_above_{threshold:.0%}".replace("%", "pct"),
-                    "quadrant": quadrant, "share": round(share, 4), "threshold": threshold,
-                    "firing": share > threshold,
-                    "message": f"{share:.1%} of accounts are {quadrant}s (alarm above "
-                               f"{threshold:.0%})"})
+                    "quadrant": quadrant, "accounts": count, "mapped_accounts": mapped,
+                    "share": round(share, 4), "coverage": round(coverage, 4),
+                    "threshold": threshold, "firing": share > threshold,
+                    "message": f"{count:,} of the {mapped:,} accounts with both an NPS and a "
+                               f"CSAT answer ({share:.1%}) are {quadrant}s (alarm above "
+                               f"{threshold:.0%}); {coverage:.0%} of the {accounts:,} accounts "
+                               "have both answers"})
     return out

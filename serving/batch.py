@@ -20,6 +20,7 @@ import pandas as pd
 
 from features.contract import Tables
 from features.rows import feature_rows
+from features.scorer import check_coverage
 from features.sources import load_tables
 from serving.loader import load_model
 from serving.model import LoadedModel
@@ -85,6 +86,8 @@ class BatchResult:
     model: LoadedModel
     rows: int
     results: dict[dt.date, WriteResult]
+    #: What loading the data noticed (files not read ...).
+    warnings: list[str]
 
     @property
     def written(self) -> int:
@@ -108,13 +111,17 @@ def score_data(data: str | Path | Tables, settings: ServingSettings,
     Raises:
         ModelLoadError: the model cannot be found or read.
         DataContractError: the data breaks the input contract.
+        FeatureCoverageError: the data lacks most of the model's features.
         StoreError: the score store cannot be written.
     """
     model = load_model(settings.model_uri, settings.tracking_uri, settings.treeshap)
     tables = data if isinstance(data, Tables) else load_tables(data)
     grace = (model.metadata.get("label") or {}).get("grace_days")
     frame = feature_rows(tables, None if dates is None else list(dates), grace_days=grace)
+    check_coverage(frame, model.encoder.feature_names, f"model {model.name}",
+                   f"the data at {tables.source}")
     progress(f"scoring {len(frame):,} account-dates with {model.name} version "
              f"{model.version or '-'}")
     store = ScoreStore(settings.score_store_url)
-    return BatchResult(model, len(frame), score_to_store(model, frame, store, settings, progress))
+    results = score_to_store(model, frame, store, settings, progress)
+    return BatchResult(model, len(frame), results, list(tables.warnings))

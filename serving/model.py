@@ -25,6 +25,7 @@ import numpy as np
 
 from features.definitions import catalogue_by_name
 from features.encoder import FeatureEncoder
+from features.health import HealthReference
 from features.mlflow_defaults import DEFAULT_MODEL_NAME
 from features.redaction import redact
 from features.scorer import PREDICT_THREADS, ModelScorer
@@ -67,8 +68,13 @@ class LoadedModel:
     feature_index: dict[str, int] = field(init=False, repr=False)
     explainer: Explainer = field(init=False, repr=False)
     category_codes: dict[str, dict[str, float]] = field(init=False, repr=False)
+    #: Numeric catalogue features of families the training data did not have: no data for them.
+    not_applicable: frozenset[str] = field(init=False, repr=False)
+    #: Where the health inputs stood in the training data (None: fixed thresholds).
+    health_reference: HealthReference | None = field(init=False, repr=False)
     #: Features outside the built-in catalogue, declared by the catalogue stored with the model
-    #: (a data set's mapping adds some, e.g. ``key_*`` counts): ``(name, dtype, unit, description)``.
+    #: (a data set's mapping adds some, e.g. ``key_*`` counts): ``(name, dtype, unit, description,
+    #: low, high)``.
     extra_features: tuple[tuple[str, str, str, str], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,11 +86,17 @@ class LoadedModel:
         object.__setattr__(self, "explainer",
                            Explainer.for_features(self.encoder.feature_names, self.catalogue))
         known = catalogue_by_name()
+        gone = self.families_not_applicable
+        object.__setattr__(self, "not_applicable", frozenset(
+            n for n, spec in known.items() if spec.family in gone))
+        object.__setattr__(self, "health_reference",
+                           HealthReference.from_dict(self.metadata.get("health_reference")))
         recorded = {r.get("name"): r for r in self.catalogue}
         object.__setattr__(self, "extra_features", tuple(
             (n, "category" if n in self.encoder.categories_ else "float",
              str(recorded.get(n, {}).get("unit") or ""),
-             str(recorded.get(n, {}).get("description") or n))
+             str(recorded.get(n, {}).get("description") or n),
+             _bound(recorded.get(n, {}).get("low")), _bound(recorded.get(n, {}).get("high")))
             for n in self.encoder.feature_names if n not in known))
 
     @classmethod
@@ -184,6 +196,12 @@ class LoadedModel:
         return out, np.isnan(out)
 
     @property
+    def families_not_applicable(self) -> frozenset[str]:
+        """Feature families the model's training data did not have (no table for them)."""
+        families = self.metadata.get("families") or {}
+        return frozenset(f for f, present in families.items() if not present)
+
+    @property
     def calibrated(self) -> bool:
         """The probabilities go through the calibration fitted in training."""
         return self.scorer.calibrated
@@ -219,6 +237,11 @@ class LoadedModel:
         the catalogue's features plus those the model declares beyond it."""
         return (score_request_model(max_batch_size, self.extra_features),
                 score_columns_model(max_batch_size, self.extra_features))
+
+
+def _bound(value: Any) -> float | None:
+    """A recorded bound (None, or a number) as the request schema takes it."""
+    return None if value is None else float(value)
 
 
 def _artifacts_dir(model_dir: Path, model_uri: str) -> Path:

@@ -15,29 +15,68 @@ import functools
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    create_model,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from features.definitions import CATALOGUE
 
-NumericValue = Annotated[float | None, Strict(), Field(allow_inf_nan=False)]
 AccountId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 CategoryValue = Annotated[str | None, Strict(), StringConstraints(max_length=200)]
+
+
+def _value_type(spec: Any) -> Any:
+    """The type of one value: a string for a category; a finite number within the feature's
+    bounds (:attr:`features.definitions.FeatureSpec.bounds`) otherwise; None = missing."""
+    if spec.dtype == "category":
+        return CategoryValue
+    low, high = spec.bounds
+    return Annotated[float, Strict(), Field(allow_inf_nan=False, ge=low, le=high)] | None
+
+
+def _range(spec: Any) -> str:
+    low, high = spec.bounds if spec.dtype != "category" else (None, None)
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return f", at least {low:g}"
+    return f", {low:g} to {high:g}" if low is not None else f", at most {high:g}"
 
 
 def _feature_field(spec: Any) -> tuple[Any, Any]:
     unit = f" [{spec.unit}]" if spec.unit else ""
     kind = "category" if spec.dtype == "category" else "number"
-    return (CategoryValue if spec.dtype == "category" else NumericValue,
-            Field(None, description=f"{spec.description}{unit} ({kind})"))
+    return (_value_type(spec),
+            Field(None, description=f"{spec.description}{unit} ({kind}{_range(spec)})"))
+
+
+class _AnyFeature(BaseModel):
+    """An account must send a value for at least one feature (else there is nothing to score)."""
+
+    @model_validator(mode="after")
+    def _some_feature(self) -> Any:
+        if not any(v is not None for v in self.__dict__.values()):
+            raise PydanticCustomError(
+                "no_known_feature", "The account has no value for any feature the model takes "
+                "(GET /v1/model lists them)")
+        return self
 
 
 #: ``{"active_days_30d": 12, "plan": "growth", ...}``: one optional field per catalogue feature.
 AccountFeatures: type[BaseModel] = create_model(
-    "AccountFeatures",
-    __config__=ConfigDict(extra="forbid", allow_inf_nan=False, strict=True),
-    __doc__="Feature values of one account; any feature may be left out (missing).",
+    "AccountFeatures", __base__=_AnyFeature,
+    __doc__="Feature values of one account; any feature may be left out (missing), not all.",
     **{spec.name: _feature_field(spec) for spec in CATALOGUE},
 )
+AccountFeatures.model_config.update(extra="forbid", allow_inf_nan=False, strict=True)
+AccountFeatures.model_rebuild(force=True)
 
 
 class AccountIn(BaseModel):
@@ -46,7 +85,7 @@ class AccountIn(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
     account_id: AccountId
-    features: AccountFeatures = Field(default_factory=AccountFeatures)  # type: ignore[valid-type]
+    features: AccountFeatures  # type: ignore[valid-type]
 
 
 class ScoreRequest(BaseModel):
@@ -59,8 +98,8 @@ class ScoreRequest(BaseModel):
     accounts: list[AccountIn] = Field(min_length=1)
 
 
-#: ``(name, dtype, unit, description)`` of a feature outside the built-in catalogue.
-ExtraFeature = tuple[str, str, str, str]
+#: ``(name, dtype, unit, description, low, high)`` of a feature outside the built-in catalogue.
+ExtraFeature = tuple[str, str, str, str, float | None, float | None]
 
 
 @functools.lru_cache(maxsize=32)
@@ -77,10 +116,10 @@ def score_request_model(max_batch_size: int, extra_features: tuple[ExtraFeature,
     if extra_features:
         features = create_model(
             "AccountFeatures", __base__=AccountFeatures, __doc__=AccountFeatures.__doc__,
-            **{name: _feature_field(SimpleNamespace(dtype=dtype, unit=unit, description=text))
-               for name, dtype, unit, text in extra_features})
+            **{name: _feature_field(_extra(dtype, unit, text, low, high))
+               for name, dtype, unit, text, low, high in extra_features})
         account = create_model("AccountIn", __base__=AccountIn, __doc__=AccountIn.__doc__,
-                               features=(features, Field(default_factory=features)))
+                               features=(features, ...))
     return create_model(
         "ScoreRequest", __base__=ScoreRequest, __doc__=ScoreRequest.__doc__,
         accounts=(list[account], Field(min_length=1, max_length=max_batch_size,  # type: ignore[valid-type]
@@ -88,13 +127,16 @@ def score_request_model(max_batch_size: int, extra_features: tuple[ExtraFeature,
     )
 
 
+def _extra(dtype: str, unit: str, text: str, low: float | None, high: float | None) -> Any:
+    return SimpleNamespace(dtype=dtype, unit=unit, description=text, bounds=(low, high))
+
+
 def _column_field(spec: Any) -> tuple[Any, Any]:
     unit = f" [{spec.unit}]" if spec.unit else ""
     kind = "categories" if spec.dtype == "category" else "numbers"
-    value = CategoryValue if spec.dtype == "category" else NumericValue
-    return (list[value] | None,  # type: ignore[valid-type]
-            Field(None, description=f"{spec.description}{unit} ({kind}, one per account_id; "
-                                    "null = missing)"))
+    return (list[_value_type(spec)] | None,  # type: ignore[valid-type]
+            Field(None, description=f"{spec.description}{unit} ({kind}{_range(spec)}, one per "
+                                    "account_id; null = missing)"))
 
 
 #: ``{"active_days_30d": [12, 3], "plan": ["growth", null], ...}``: one optional list per feature.
@@ -131,8 +173,8 @@ def score_columns_model(max_batch_size: int, extra_features: tuple[ExtraFeature,
     if extra_features:
         features = create_model(
             "FeatureColumns", __base__=FeatureColumns, __doc__=FeatureColumns.__doc__,
-            **{name: _column_field(SimpleNamespace(dtype=dtype, unit=unit, description=text))
-               for name, dtype, unit, text in extra_features})
+            **{name: _column_field(_extra(dtype, unit, text, low, high))
+               for name, dtype, unit, text, low, high in extra_features})
     return create_model(
         "ScoreColumnsRequest", __base__=ScoreColumnsRequest, __doc__=ScoreColumnsRequest.__doc__,
         account_id=(list[AccountId], Field(min_length=1, max_length=max_batch_size,
@@ -160,16 +202,22 @@ class Weights(BaseModel):
 
 
 class Reason(BaseModel):
-    """One driver of the churn probability, from the model's TreeSHAP contributions."""
+    """One driver of the churn probability: a signal (features measuring the same behaviour),
+    from the model's TreeSHAP contributions."""
 
-    feature: str
-    value: float | str | None = Field(description="The value sent (null = missing)")
-    text: str = Field(description="The driver in plain language, from the feature catalogue")
+    signal: str = Field(description="The behaviour, e.g. 'product events' or 'support requests'")
+    feature: str = Field(description="The signal's feature that moved the score most")
+    value: float | str | None = Field(description="That feature's value as sent (null = missing)")
+    features: list[str] = Field(description="Every feature of the signal; their contributions "
+                                "are added up")
+    text: str = Field(description="The driver in plain language, from the feature catalogue, "
+                      "ending with whether it raises or lowers the churn risk")
     direction: Literal["raises_risk", "lowers_risk"]
     size: Literal["strong", "moderate", "slight"] = Field(
         description="|contribution| >= 0.5 strong, >= 0.15 moderate, else slight")
     contribution: float = Field(
-        description="TreeSHAP contribution on the log-odds scale; positive raises churn risk")
+        description="TreeSHAP contribution of the signal on the log-odds scale; positive raises "
+                    "churn risk")
 
 
 class AccountScoreOut(BaseModel):

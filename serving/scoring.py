@@ -129,6 +129,9 @@ def _health_columns(model: LoadedModel, matrix: np.ndarray,
     categorical = model.encoder.categories_
     n = len(matrix)
     for name in NUMERIC_FEATURES:
+        if name in model.not_applicable:  # its family is not in the model's data: no data
+            columns[name] = np.full(n, np.nan)
+            continue
         j = model.feature_index.get(name)
         if j is not None and name not in categorical:
             columns[name] = matrix[:, j]
@@ -168,15 +171,18 @@ def health_note(weights: Mapping[str, float], without_data: Sequence[str]) -> st
 
 
 def survey_fields(n: int, columns: Mapping[str, np.ndarray],
-                  sent: Callable[[str], Sequence[Any] | None], policy: SurveyPolicy
-                  ) -> tuple[list[str | None], list[list[str]]]:
+                  sent: Callable[[str], Sequence[Any] | None], policy: SurveyPolicy,
+                  surveyed: bool = True) -> tuple[list[str | None], list[list[str]]]:
     """Quadrant and survey-due reasons of ``n`` accounts by the rules of
     :mod:`features.surveys`, from the features they rest on; where those were not sent, the
     quadrant and flags as sent (computed by the same rules when the features were built).
+    Without surveys in the model's data (``surveyed`` false) there is neither.
 
     ``columns`` holds the numeric features as float arrays (NaN = not sent); ``sent(name)`` the
     values sent for a feature, None when the request did not send it at all.
     """
+    if not surveyed:
+        return [None] * n, [[] for _ in range(n)]
     nan = np.full(n, np.nan)
     quads = surveys.quadrants(columns.get("last_nps", nan),
                               columns.get("csat_satisfied_share_180d", nan), policy).tolist()
@@ -233,9 +239,10 @@ def score_accounts(model: LoadedModel, accounts: Sequence[AccountInput] | Accoun
     probability = model.probability(raw)
 
     columns = _health_columns(model, matrix, sent)
-    components = component_scores(columns, probability)
+    components = component_scores(columns, probability, model.health_reference)
     health, effective = blend(components, weights)
-    quads, due = survey_fields(len(ids), columns, sent, policy)
+    quads, due = survey_fields(len(ids), columns, sent, policy,
+                               surveyed="surveys" not in model.families_not_applicable)
     if contributions is not None and explainer is None:
         explainer = model.explainer
     risk_bands = band_labels(probability, bands.risk)

@@ -135,29 +135,34 @@ class ScoreStore:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
-    def account(self, account_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        """The account's scores, newest first (by as_of, then when they were computed)."""
+    def account(self, account_id: str, model_name: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The account's scores by model ``model_name`` (the model of one data set), newest first
+        (by as_of, then when they were computed)."""
         t = self.table
-        return self._rows(sa.select(t).where(t.c.account_id == account_id)
+        return self._rows(sa.select(t).where(t.c.account_id == account_id,
+                                             t.c.model_name == model_name)
                           .order_by(t.c.as_of.desc(), t.c.scored_at.desc(),
                                     t.c.model_version.desc()).limit(limit))
 
-    def portfolio(self, as_of: dt.date | None = None) -> dict[str, Any] | None:
-        """Distribution of the portfolio on ``as_of`` (default: the latest date scored).
+    def portfolio(self, model_name: str, as_of: dt.date | None = None) -> dict[str, Any] | None:
+        """Distribution of the portfolio scored by model ``model_name`` on ``as_of`` (default:
+        the latest date it scored).
 
-        When several model versions scored that date, the most recently computed one is used.
-        Returns None when nothing is stored (for that date).
+        When several versions of the model scored that date, the most recently computed one is
+        used. Returns None when nothing is stored (for that model and date).
         """
         if not self.exists():
             return None
         t = self.table
         with self.engine.connect() as conn:
             if as_of is None:
-                as_of = conn.execute(sa.select(sa.func.max(t.c.as_of))).scalar()
+                as_of = conn.execute(sa.select(sa.func.max(t.c.as_of))
+                                     .where(t.c.model_name == model_name)).scalar()
                 if as_of is None:
                     return None
             latest = conn.execute(
-                sa.select(t.c.model_name, t.c.model_version).where(t.c.as_of == as_of)
+                sa.select(t.c.model_name, t.c.model_version)
+                .where(t.c.as_of == as_of, t.c.model_name == model_name)
                 .order_by(t.c.scored_at.desc()).limit(1)).first()
             if latest is None:
                 return None

@@ -13,7 +13,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.labels import LabelSettings
-from features.mlflow_defaults import DEFAULT_MODEL_NAME
 
 EXPERIMENT_NAME = "churn-risk"
 
@@ -105,6 +104,9 @@ class FeatureSelection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
+    #: Features kept although they alone separate the label almost perfectly (the leakage guard
+    #: of :mod:`training.leakage` stops a run otherwise).
+    allow_leaky: list[str] = Field(default_factory=list)
 
     def select(self, names: list[str]) -> list[str]:
         """The selected names, in catalogue order; errors name patterns that match nothing."""
@@ -132,7 +134,9 @@ class TrainConfig(BaseModel):
     calibration: CalibrationSettings = CalibrationSettings()
     promotion: PromotionSettings = PromotionSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
-    model_name: str = DEFAULT_MODEL_NAME
+    #: The registered model's name [default: the data set's name (a mapping's ``name``), else
+    #: "churn-risk"]: one model per data set, so two data sets never compete for one champion.
+    model_name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     experiment_name: str = EXPERIMENT_NAME
 
     @classmethod

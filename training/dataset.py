@@ -14,6 +14,7 @@ from features.definitions import (
     categorical_features,
     feature_names,
 )
+from features.mlflow_defaults import DEFAULT_MODEL_NAME
 from features.pointintime import KEYS, build_features
 from features.rows import labelled_rows
 from training.config import TrainConfig
@@ -42,9 +43,11 @@ class TrainingSet:
 
 
 def resolve_label(config: TrainConfig, tables: Tables) -> TrainConfig:
-    """The label settings actually used: what the config sets explicitly, else the data set's own
-    churn definition (a mapping's ``churn:`` section), else the config's defaults."""
+    """The settings actually used for ``tables``: the label settings the config sets explicitly,
+    else the data set's own churn definition (a mapping's ``churn:`` section), else the config's
+    defaults; the model name the config sets, else the data set's name, else the default."""
     config = config.model_copy(deep=True)
+    config.model_name = config.model_name or tables.name or DEFAULT_MODEL_NAME
     churn = tables.churn
     explicit = config.label.model_fields_set
     if "horizon_days" not in explicit and churn.horizon_days is not None:

@@ -8,11 +8,12 @@ from pathlib import Path
 import pandas as pd
 
 from features.contract import Tables
-from features.health import health_scores, rule_risk
+from features.health import HealthReference, health_scores, rule_risk
 from features.labels import LabelSettings
 from features.mlflow_defaults import tracking_uri
 from features.pointintime import KEYS, build_features
 from features.rows import labelled_rows
+from features.scorer import check_coverage
 from features.sources import load_tables
 from training.config import TrainConfig
 from training.metrics import classification_metrics, health_backtest, segment_auc
@@ -42,6 +43,7 @@ def evaluate_registered(data: str | Path | Tables, model_uri: str, *, tracking: 
     progress(f"scoring {len(obs):,} rows over {obs['as_of'].nunique()} observation dates with "
              f"{model_uri}")
     feats = build_features(tables, obs[KEYS])
+    check_coverage(feats, scorer.encoder.feature_names, model_uri, f"the data at {tables.source}")
     y = obs["churned"].to_numpy()
     proba = scorer.predict(feats)
     bins = config.evaluation.ece_bins
@@ -49,6 +51,7 @@ def evaluate_registered(data: str | Path | Tables, model_uri: str, *, tracking: 
     for date, idx in feats.groupby("as_of").indices.items():
         per_date[f"{pd.Timestamp(date):%Y-%m-%d}"] = classification_metrics(y[idx], proba[idx],
                                                                              ece_bins=bins)
+    reference = HealthReference.from_dict(metadata.get("health_reference"))
     seen = set(metadata.get("train_dates") or []) | set(metadata.get("validation_dates") or [])
     return {
         "model_uri": model_uri, "model_run_id": metadata.get("run_id"),
@@ -57,10 +60,12 @@ def evaluate_registered(data: str | Path | Tables, model_uri: str, *, tracking: 
         "horizon_days": label.horizon_days, "observed_until": f"{observed:%Y-%m-%d}",
         "model_train_dates": metadata.get("train_dates"),
         "metrics": classification_metrics(y, proba, ece_bins=bins),
-        "health_baseline_metrics": classification_metrics(y, rule_risk(feats),
+        "health_baseline_metrics": classification_metrics(y, rule_risk(feats, reference),
                                                           probabilities=False),
         "per_date": per_date,
         "segment_auc": segment_auc(y, proba, feats, config.evaluation.segment_columns),
-        "health_backtest": {"rules_only": health_backtest(y, health_scores(feats)),
-                            "with_model_risk": health_backtest(y, health_scores(feats, proba))},
+        "health_backtest": {
+            "rules_only": health_backtest(y, health_scores(feats, reference=reference)),
+            "with_model_risk": health_backtest(y, health_scores(feats, proba,
+                                                                reference=reference))},
     }

@@ -75,11 +75,36 @@ def _write_tags(registry: Registry, model_name: str, version: str, decision: Dec
     registry.tag_version(model_name, version, tags)
 
 
+def identity(metadata: dict) -> tuple[str, list[str]]:
+    """What a model was trained on: its data set's name ("" for the contract's own shape) and its
+    feature names. Only models of the same identity can compete for a champion."""
+    return str(metadata.get("dataset") or ""), list(metadata["encoder"]["feature_names"])
+
+
+def _not_comparable(champion: dict, challenger: dict) -> str | None:
+    """Why two models' identities differ, naming both; None when they are comparable."""
+    (data_a, feats_a), (data_b, feats_b) = identity(champion), identity(challenger)
+    if data_a == data_b and feats_a == feats_b:
+        return None
+
+    def name(data: str, feats: list[str]) -> str:
+        return f"data set '{data or 'contract'}' with {len(feats)} features"
+
+    detail = "" if data_a != data_b else (
+        f"; features only the champion has: {sorted(set(feats_a) - set(feats_b))[:5]}, only the "
+        f"challenger: {sorted(set(feats_b) - set(feats_a))[:5]}")
+    return (f"not comparable: the champion was trained on {name(data_a, feats_a)}, the challenger "
+            f"on {name(data_b, feats_b)}{detail}. Register models of other data under their own "
+            "name (--model-name) or promote by hand (churn promote)")
+
+
 def gate(registry: Registry, model_name: str, version: str, *, X_test: pd.DataFrame,  # noqa: N803
          y_test: np.ndarray, challenger_proba: np.ndarray, window: list[str],
-         settings: PromotionSettings) -> Decision:
-    """Compare the challenger with the champion on the challenger's test window; promote if it
-    wins by ``settings.margin``. The first version of a model is promoted without a contest."""
+         settings: PromotionSettings, metadata: dict) -> Decision:
+    """Compare the challenger (``metadata``: its model metadata) with the champion on the
+    challenger's test window; promote if it wins by ``settings.margin``. The first version of a
+    model is promoted without a contest; a champion trained on another data set or feature set is
+    no contest either: the challenger is refused and the reason names both."""
     metric = settings.metric
     challenger = classification_metrics(y_test, challenger_proba)[metric]
     base = dict(metric=metric, margin=settings.margin, challenger_version=str(version),
@@ -87,6 +112,8 @@ def gate(registry: Registry, model_name: str, version: str, *, X_test: pd.DataFr
     champion_version = registry.champion(model_name)
     if champion_version is None or champion_version == str(version):
         decision = Decision(True, "first", "no champion yet", **base)
+    elif (why := _not_comparable(registry.metadata(model_name, champion_version), metadata)):
+        decision = Decision(False, "refused", why, champion_version=champion_version, **base)
     else:
         scorer, meta = registry.scorer(model_name, champion_version)
         champion = classification_metrics(y_test, scorer.predict(X_test))[metric]

@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 
 from features.contract import Tables
-from features.health import health_scores, rule_risk
+from features.health import HealthReference, health_scores, rule_risk
 from features.scorer import ModelScorer
 from training.artifacts import reference_distributions
 from training.calibrator import Calibrator
 from training.config import TrainConfig
 from training.dataset import TrainingSet, build_training_set, resolve_label
+from training.leakage import check_leakage
 from training.metrics import classification_metrics, health_backtest, segment_auc
 from training.model import ChurnModel, baseline_logistic
 from training.splits import Fold, backtest_folds, holdout_fold
@@ -59,6 +60,8 @@ class FoldOutcome:
     logreg: np.ndarray
     health: np.ndarray  # rule-only risk score (100 - health)
     metrics: dict[str, dict[str, float]]
+    #: The health inputs' distribution in the fold's training rows.
+    reference: HealthReference
 
     @property
     def scorer(self) -> ModelScorer:
@@ -76,6 +79,7 @@ def fit_fold(ts: TrainingSet, fold: Fold, config: TrainConfig, baselines: bool =
     calibrator = Calibrator(config.calibration.method).fit(model.predict_proba(X[fold.valid]),
                                                            y[fold.valid])
     X_test, y_test = X[fold.test], y[fold.test]  # noqa: N806
+    reference = HealthReference.fit(X[fold.train])
     scorer = model.scorer(calibrator.to_dict())
     log_odds = scorer.raw_score(scorer.encoder.transform(X_test))
     raw, proba = scorer.uncalibrated(log_odds), scorer.probability(log_odds)
@@ -87,10 +91,10 @@ def fit_fold(ts: TrainingSet, fold: Fold, config: TrainConfig, baselines: bool =
         # Same training dates as the model; the validation dates are held out for it too.
         lr = baseline_logistic(X[fold.train], y[fold.train], ts.categorical, ts.fat_tailed)
         logreg = lr.predict_proba(X_test)[:, 1]
-        health = rule_risk(X_test)
+        health = rule_risk(X_test, reference)
         metrics["logreg"] = classification_metrics(y_test, logreg, ece_bins=bins)
         metrics["health_rules"] = classification_metrics(y_test, health, probabilities=False)
-    return FoldOutcome(fold, model, calibrator, proba, raw, logreg, health, metrics)
+    return FoldOutcome(fold, model, calibrator, proba, raw, logreg, health, metrics, reference)
 
 
 def lift_over(model: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
@@ -165,9 +169,10 @@ class TrainingRun:
                            self.config.evaluation.segment_columns)
 
     def health_backtest(self) -> dict[str, object]:
-        y, X = self.y_test, self.X_test  # noqa: N806
-        return {"rules_only": health_backtest(y, health_scores(X)),
-                "with_model_risk": health_backtest(y, health_scores(X, self.final.proba))}
+        y, X, ref = self.y_test, self.X_test, self.final.reference  # noqa: N806
+        return {"rules_only": health_backtest(y, health_scores(X, reference=ref)),
+                "with_model_risk": health_backtest(y, health_scores(X, self.final.proba,
+                                                                    reference=ref))}
 
     def reference(self) -> dict[str, object]:
         """What the training rows looked like, for drift checks."""
@@ -206,6 +211,8 @@ def fit_run(tables: Tables, config: TrainConfig | None = None, *,
              f"(churn rate {ts.frame['churned'].mean():.1%})")
     s, horizon = config.split, config.label.horizon_days
     holdout = holdout_fold(as_of, s.test_dates, horizon, s.validation_dates)
+    fit_rows = holdout.train | holdout.valid
+    check_leakage(ts.X[fit_rows], ts.y[fit_rows], config.features.allow_leaky)
     first_test = pd.Timestamp(min(holdout.dates(as_of, holdout.test)))
     tuning = _tune(ts, config, tune, first_test, show_progress, progress) if tune > 0 else {}
 

@@ -27,6 +27,7 @@ from mlflow.types.schema import AnyType
 
 import features
 from features.mlflow_defaults import CHALLENGER, CHAMPION, tracking_uri
+from features.pointintime import family_availability
 from features.scorer import ModelScorer
 from training import plots, promotion
 from training.artifacts import shap_values
@@ -162,7 +163,7 @@ def _log_params_and_metrics(run: TrainingRun, tune_trials: int) -> None:
         "features": len(ts.feature_names), "best_iteration": run.final.model.best_iteration_,
         **{f"lgbm_{k}": v for k, v in config.lightgbm.model_dump().items()},
     })
-    mlflow.set_tags({"dataset_sha256": run.digest,
+    mlflow.set_tags({"dataset_sha256": run.digest, "dataset": run.tables.name or "contract",
                      "test_window": ",".join(run.dates(run.holdout.test))})
     m = run.final.metrics
     for prefix, values in (("test", m["model"]), ("test_uncalibrated", m["uncalibrated"]),
@@ -201,6 +202,11 @@ def model_metadata(run: TrainingRun, run_id: str) -> dict[str, Any]:
         "train_dates": run.dates(holdout.train), "validation_dates": run.dates(holdout.valid),
         "test_dates": run.dates(holdout.test), "best_iteration": model.best_iteration_,
         "dataset_sha256": run.digest,
+        # What the model was trained on: the promotion gate compares only like with like.
+        "dataset": run.tables.name or "",
+        "families": family_availability(run.tables),
+        # Where the health inputs stood in the training rows: serving scores them against it.
+        "health_reference": run.final.reference.to_dict(),
     }
 
 
@@ -321,6 +327,13 @@ class Registry:
     def scorer(self, model_name: str, version: str) -> tuple[ModelScorer, dict[str, Any]]:
         return load_scorer(f"models:/{model_name}/{version}", self.uri)
 
+    def metadata(self, model_name: str, version: str) -> dict[str, Any]:
+        """A version's ``metadata.json`` (only that file is downloaded)."""
+        location = self.client.get_model_version_download_uri(model_name, str(version))
+        path = mlflow.artifacts.download_artifacts(f"{location.rstrip('/')}/artifacts/metadata.json",
+                                                   tracking_uri=self.uri)
+        return json.loads(Path(path).read_text())
+
     def set_champion(self, model_name: str, version: str) -> None:
         self.client.set_registered_model_alias(model_name, CHAMPION, str(version))
 
@@ -361,14 +374,15 @@ def record(run: TrainingRun, *, tracking: str | None = None,
         final.model.booster_.save_model(str(booster_path),
                                         num_iteration=final.model.best_iteration_)
         example = run.X_test.head(5)
+        metadata = model_metadata(run, run_id)
         version = log_and_register(
-            booster_path=booster_path, metadata=model_metadata(run, run_id), example=example,
+            booster_path=booster_path, metadata=metadata, example=example,
             example_proba=final.scorer.predict(example), model_name=config.model_name,
             extra_artifacts={"reference": ref_path})
         window = run.dates(holdout.test)
         decision = promotion.gate(Registry(uri), config.model_name, version, X_test=run.X_test,
                                   y_test=run.y_test, challenger_proba=final.proba,
-                                  window=window, settings=config.promotion)
+                                  window=window, settings=config.promotion, metadata=metadata)
         mlflow.set_tags({"promotion.decision": decision.decision,
                          "promotion.reason": decision.reason})
         progress(f"version {version}: {decision.decision} ({decision.reason})")

@@ -35,6 +35,14 @@ def _message(error: dict[str, Any]) -> str:
             return f"Feature '{feature}' must be a number or null"
         if kind == "string_type":
             return f"Feature '{feature}' is categorical and must be a string or null"
+        if kind == "greater_than_equal":
+            return (f"Feature '{feature}' must be at least {error['ctx']['ge']:g} (values below "
+                    "cannot be true)")
+        if kind == "less_than_equal":
+            return (f"Feature '{feature}' must be at most {error['ctx']['le']:g} (values above "
+                    "cannot be true)")
+    if kind == "missing" and loc[-1:] == ("features",):
+        return "The account's features are missing: send at least one feature the model takes"
     if kind == "extra_forbidden" and loc:
         return f"Unknown field '{loc[-1]}'"
     return str(error.get("msg", "Invalid value"))

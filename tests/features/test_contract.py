@@ -34,7 +34,11 @@ def test_good_data_loads_with_types(tmp_path: Path) -> None:
     assert pd.api.types.is_datetime64_any_dtype(tables.usage_events.timestamp)
     assert tables.subscriptions.end_date.isna().tolist() == [True, False]
     assert tables.surveys.score.isna().tolist() == [False, True]  # unanswered survey
-    assert tables.latest_date() == pd.Timestamp("2024-05-01")
+    # The latest activity (the resolved ticket) dates the extract; churn is known until the day
+    # before, and the subscription ending after it is a paid-through date.
+    extract = tables.extract_date()
+    assert (extract.date, extract.source) == (pd.Timestamp("2024-03-03"), "latest touchpoints timestamp")
+    assert tables.observed_until() == pd.Timestamp("2024-03-02")
 
 
 def test_optional_tables_may_be_absent(tmp_path: Path) -> None:

@@ -33,12 +33,12 @@ def test_training_rows_equal_labels_plus_the_same_features(tables) -> None:
     direct = build_features(tables, obs[["account_id", "as_of"]])
     pd.testing.assert_frame_equal(frame.drop(columns="churned"), direct)
     # The last date's 60-day horizon must end on or before the data's end.
-    assert frame.as_of.max() + pd.Timedelta(days=60) <= tables.latest_date()
+    assert frame.as_of.max() + pd.Timedelta(days=60) <= tables.extract_date().date
 
 
 def test_scoring_rows_are_every_active_account_the_day_after_the_data(tables) -> None:
     frame = feature_rows(tables)
-    assert set(frame.as_of) == {tables.latest_date() + pd.Timedelta(days=1)}
+    assert set(frame.as_of) == {tables.extract_date().date + pd.Timedelta(days=1)}
     subs = tables.subscriptions
     active = set(subs.loc[subs.end_date.isna(), "account_id"])
     assert set(frame.account_id) == active and "churned" not in frame

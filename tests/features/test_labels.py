@@ -29,9 +29,12 @@ def test_gap_longer_than_grace_is_churn_and_comeback_is_a_new_spell() -> None:
     assert list(spells.churn_date) == [pd.Timestamp("2024-02-01"), pd.Timestamp("2024-05-01")]
 
 
-def test_end_after_observed_until_is_censored() -> None:
-    spells = account_spells(subs(("a", "2024-01-01", "2024-08-01")), pd.Timestamp("2024-07-01"))
-    assert pd.isna(spells.churn_date[0]) and spells.end[0] == pd.Timestamp("2024-08-01")
+def test_end_after_observed_until_is_censored_and_the_spell_runs_on() -> None:
+    """A later end is a paid-through date: no churn, and the account is still active."""
+    spells = account_spells(subs(("a", "2024-01-01", "2024-08-01"), ("b", "2024-01-01", "2024-07-01")),
+                            pd.Timestamp("2024-07-01"))
+    assert pd.isna(spells.churn_date[0]) and pd.isna(spells.end[0])
+    assert spells.churn_date[1] == spells.end[1] == pd.Timestamp("2024-07-01")  # on the last day: known
 
 
 def test_overlapping_subscriptions_merge() -> None:

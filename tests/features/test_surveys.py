@@ -49,11 +49,20 @@ def test_reasons_are_named_like_the_catalogue_flags():
     assert NPS_DUE in catalogue and ONBOARDING_DUE in catalogue
 
 
-def test_alarms_fire_above_their_thresholds():
-    fired = {a["quadrant"]: a["firing"] for a in quadrant_alarms(
-        {"Churner": 6, "Wildcard": 80}, 100)}
-    assert fired == {"Churner": True, "Wildcard": False}  # exactly 80 % is not above
-    assert quadrant_alarms({"Churner": 6}, 100, churner=0.1)[0]["firing"] is False
+def test_alarms_are_shares_of_the_accounts_on_the_map():
+    """21 of 221 accounts with both answers are Churners (9.5 %): the alarm fires, although they
+    are 4.4 % of all 478 accounts; the denominator and the coverage are stated."""
+    counts = {"Churner": 21, "Wildcard": 40, "Advocate": 150, "VIP-support": 10, "none": 257}
+    churners, wildcards = quadrant_alarms(counts, 478)
+    assert (churners["share"], churners["firing"]) == (0.095, True)
+    assert (churners["mapped_accounts"], churners["coverage"]) == (221, 0.4623)
+    assert churners["message"].startswith("21 of the 221 accounts with both an NPS and a CSAT "
+                                          "answer (9.5%) are Churners")
+    assert wildcards["firing"] is False
+    edge = {a["quadrant"]: a["firing"] for a in quadrant_alarms({"Churner": 20, "Wildcard": 80},
+                                                                   100)}
+    assert edge == {"Churner": True, "Wildcard": False}  # exactly 80 % is not above
+    assert quadrant_alarms({"none": 50}, 50) == []  # nobody on the map: nothing to alarm on
 
 
 @pytest.fixture(scope="module")

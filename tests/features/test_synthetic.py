@@ -62,7 +62,7 @@ def test_different_seed_differs(small):
 def test_passes_validation_and_ends_the_day_before_start_plus_months(small):
     validate_tables(small)
     end = START + pd.DateOffset(months=SMALL["months"])
-    assert small.latest_date() == end - pd.Timedelta(days=1)
+    assert small.extract_date().date == end - pd.Timedelta(days=1)
     for spec in TABLES:
         frame = small.get(spec.name)
         for col in spec.columns:
@@ -128,7 +128,7 @@ def test_subscriptions_are_spells_with_plan_changes_and_win_backs(default_run):
 def test_monthly_churn_rate_is_plausible(default_run):
     tables = default_run[0]
     spells = _spells(tables.subscriptions)
-    end = tables.latest_date() + pd.Timedelta(days=1)
+    end = tables.extract_date().date + pd.Timedelta(days=1)
     churned = spells["end"].notna().sum()
     exposure = (spells["end"].fillna(end) - spells["start"].clip(lower=START)).dt.days.clip(lower=0)
     monthly = churned / (exposure.sum() / 30.44)
@@ -189,7 +189,7 @@ def test_surveys_nps_and_csat_distributions(default_run):
 
 def test_churners_were_less_active_than_retained_accounts(default_run):
     tables = default_run[0]
-    end = tables.latest_date() + pd.Timedelta(days=1)
+    end = tables.extract_date().date + pd.Timedelta(days=1)
     n_days = (end - START).days
     ids = tables.accounts["account_id"].to_numpy()
     index = pd.Index(ids)
@@ -220,7 +220,7 @@ def test_default_size_volume(default_run):
     tables = default_run[0]
     assert 3_000_000 <= len(tables.usage_events) <= 12_000_000
     assert len(tables.accounts) == 3000
-    assert tables.latest_date() == pd.Timestamp("2025-12-31")
+    assert tables.extract_date().date == pd.Timestamp("2025-12-31")
 
 
 def test_tiny_run_is_valid():

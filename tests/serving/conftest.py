@@ -36,10 +36,13 @@ def random_feature_frame(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarra
         if spec.dtype == "category":
             values = rng.choice(CATEGORY_VALUES.get(spec.name, ["a", "b", "c"]),
                                 size=n).astype(object)
-        elif spec.unit == "%":
-            values = rng.uniform(0, 1, n)
         else:
-            values = rng.uniform(0, 30, n).round()
+            low, high = spec.bounds
+            if high is not None:  # shares, flags, NPS: within their bounds
+                values = rng.uniform(low, high, n)
+                values = values.round() if spec.unit in ("flag", "points") else values
+            else:
+                values = rng.uniform(0 if low is None else max(low, 0), 30, n).round()
         mask = rng.uniform(size=n) < 0.2
         values = np.where(mask, None, values) if spec.dtype == "category" else np.where(
             mask, np.nan, values)

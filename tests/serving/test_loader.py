@@ -141,7 +141,7 @@ def test_features_declared_by_the_models_catalogue_are_served(mapped_model_dir):
     """A model trained through a data-set mapping (extra key-event counts, extra attributes)
     loads: its stored catalogue declares the features this build does not know."""
     model = load_from_dir(mapped_model_dir)
-    assert [(n, dtype) for n, dtype, _, _ in model.extra_features] == [
+    assert [(n, dtype) for n, dtype, *_ in model.extra_features] == [
         ("key_report_views_30d", "float"), ("channel", "category")]
     (low, high) = score_accounts(model, [
         ("A", {"key_report_views_30d": 19.0, "channel": "partner"}),

@@ -143,11 +143,16 @@ def test_reasons_add_up_to_the_models_raw_score(api, model):
     p = float(calibrate(np.array([p]), CALIBRATION)[0])
     assert score["churn_probability"] == pytest.approx(p, abs=1e-12)
     for reason in score["reasons"]:
-        assert reason["direction"] == ("raises_risk" if reason["contribution"] > 0
-                                       else "lowers_risk")
-    sent = {x["feature"]: x for x in score["reasons"] if x["feature"] in ACCOUNT["features"]}
-    assert sent["active_days_30d"]["text"] == (
-        "Days with any product use in the last 30 days: 12 days")
+        raises = reason["contribution"] > 0
+        assert reason["direction"] == ("raises_risk" if raises else "lowers_risk")
+        assert reason["text"].endswith("raises the churn risk" if raises else
+                                       "lowers the churn risk")
+    # Every signal once; the active-days signal told by the feature that was sent.
+    signals = [x["signal"] for x in score["reasons"]]
+    assert len(signals) == len(set(signals))
+    days = next(x for x in score["reasons"] if x["signal"] == "active days")
+    assert days["feature"] == "active_days_30d"
+    assert days["text"].startswith("Days with any product use in the last 30 days: 12 days; ")
 
 
 def test_explain_false_skips_reasons(api):
@@ -172,13 +177,35 @@ def test_renormalisation_is_stated(api):
 
 
 def test_missing_features_and_no_data_components(api):
-    r = api.post("/v1/scores", json={"accounts": [{"account_id": "bare", "features": {}},
-                                                  {"account_id": "none"}]})
+    r = api.post("/v1/scores", json={"accounts": [{"account_id": "bare",
+                                                   "features": {"industry": "retail"}}]})
     assert r.status_code == 200, r.text
-    for score in r.json()["scores"]:
-        assert score["components"]["usage"] is None and score["components"]["sentiment"] is None
-        assert score["weights"]["risk"] == 1.0 and score["weights"]["usage"] == 0.0
-        assert "plan" in score["missing_features"]
+    (score,) = r.json()["scores"]
+    assert score["components"]["usage"] is None and score["components"]["sentiment"] is None
+    assert score["weights"]["risk"] == 1.0 and score["weights"]["usage"] == 0.0
+    assert "plan" in score["missing_features"]
+
+
+def test_an_account_with_no_known_feature_or_an_impossible_value_is_422(api):
+    r = api.post("/v1/scores", json={"accounts": [{"account_id": "empty", "features": {}},
+                                                  {"account_id": "none"},
+                                                  {"account_id": "nulls", "features": {"mrr": None}}]})
+    assert r.status_code == 422
+    fields = [(e["field"], e["type"]) for e in r.json()["detail"]]
+    assert fields == [("accounts[0].features", "no_known_feature"),
+                      ("accounts[1].features", "missing"),
+                      ("accounts[2].features", "no_known_feature")]
+    r = api.post("/v1/scores", json={"accounts": [{"account_id": "A", "features": {
+        "last_nps": 1e20, "csat_satisfied_share_180d": 3}}]})
+    assert r.status_code == 422
+    messages = {e["field"]: e["msg"] for e in r.json()["detail"]}
+    assert messages["accounts[0].features.last_nps"].startswith(
+        "Feature 'last_nps' must be at most 10")
+    assert "at most 1" in messages["accounts[0].features.csat_satisfied_share_180d"]
+    columns = api.post("/v1/scores/columns", json={"account_id": ["A", "B"],
+                                                   "features": {"mrr": [3.0, None]}})
+    assert columns.status_code == 422
+    assert [e["field"] for e in columns.json()["detail"]] == ["account_id[1]"]
 
 
 def test_batch_limit(api):
@@ -241,7 +268,7 @@ def as_columns(accounts: list[dict]) -> dict:
 
 def test_columns_score_like_records(api):
     accounts = [ACCOUNT, {"account_id": "B2", "features": {"plan": "starter", "mrr": None}},
-                {"account_id": "C3", "features": {}},
+                {"account_id": "C3", "features": {"seats": 4}},
                 {"account_id": "D4", "features": {**ACCOUNT["features"], "active_days_30d": 0,
                                                   "csat_nps_quadrant": "Wildcard"}}]
     for query in ("", "?explain=false", "?reasons=2"):
@@ -249,11 +276,9 @@ def test_columns_score_like_records(api):
         by_columns = api.post(f"/v1/scores/columns{query}", json=as_columns(accounts))
         assert by_records.status_code == by_columns.status_code == 200, by_columns.text
         assert by_columns.json() == by_records.json()
-    # No features at all: every account is scored with everything missing.
+    # No features at all: nothing to score.
     r = api.post("/v1/scores/columns", json={"account_id": ["X", 7]})
-    assert r.status_code == 200, r.text
-    assert [s["account_id"] for s in r.json()["scores"]] == ["X", "7"]
-    assert r.json()["scores"][0]["missing_features"]
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "no_known_feature"
 
 
 def test_columns_keep_input_hygiene(api):

@@ -21,10 +21,27 @@ def _errors(exc: pytest.ExceptionInfo[ValidationError]) -> list[tuple[tuple, str
     return [(tuple(e["loc"]), e["type"]) for e in exc.value.errors()]
 
 
-def test_every_catalogue_feature_is_an_optional_field():
+def test_every_catalogue_feature_is_an_optional_field_but_not_all_may_be_missing():
     assert list(AccountFeatures.model_fields) == feature_names()
-    req = _request({})
-    assert all(v is None for v in req.accounts[0].features.__dict__.values())
+    req = _request({"plan": "growth"})
+    assert sum(v is not None for v in req.accounts[0].features.__dict__.values()) == 1
+    for features in ({}, {"mrr": None, "plan": None}):
+        with pytest.raises(ValidationError) as exc:
+            _request(features)
+        assert _errors(exc) == [(("accounts", 0, "features"), "no_known_feature")]
+
+
+@pytest.mark.parametrize(("feature", "value", "error"), [
+    ("last_nps", 1e20, "less_than_equal"), ("last_nps", -1, "greater_than_equal"),
+    ("catalogue_share_30d", 1.5, "less_than_equal"), ("open_tickets", -2, "greater_than_equal"),
+    ("events_trend_30d", -1.5, "greater_than_equal"), ("nps_survey_due", 2, "less_than_equal"),
+])
+def test_values_that_cannot_be_true_are_refused(feature, value, error):
+    with pytest.raises(ValidationError) as exc:
+        _request({feature: value})
+    assert _errors(exc) == [(("accounts", 0, "features", feature), error)]
+    # Negative gaps and slopes are meaningful: unbounded.
+    _request({"check_in_gap_days": -20, "events_slope_90d": -3.0, "mrr_change_90d": 6.2})
 
 
 def test_valid_request_keeps_values_and_types():
@@ -66,7 +83,7 @@ def test_account_id_required_and_numbers_become_strings():
         ScoreRequest.model_validate({"accounts": [{"features": {}}]})
     with pytest.raises(ValidationError):
         ScoreRequest.model_validate({"accounts": [{"account_id": "", "features": {}}]})
-    req = ScoreRequest.model_validate({"accounts": [{"account_id": 42}]})
+    req = ScoreRequest.model_validate({"accounts": [{"account_id": 42, "features": {"mrr": 1}}]})
     assert req.accounts[0].account_id == "42"
 
 
@@ -77,7 +94,7 @@ def test_empty_batch_is_rejected():
 
 def test_batch_limit_is_one_too_long_error_before_items_are_validated():
     model = score_request_model(3)
-    ok = {"account_id": "A", "features": {}}
+    ok = {"account_id": "A", "features": {"seats": 3}}
     assert len(model.model_validate({"accounts": [ok] * 3}).accounts) == 3
     bad = {"account_id": "A", "features": {"nope": 1}}
     with pytest.raises(ValidationError) as exc:

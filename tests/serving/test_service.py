@@ -32,6 +32,9 @@ def store_url(tmp_path_factory) -> str:
                 as_of=dt.date(2026, 1, 1), model_name="churn-risk", model_version="1")
     store.write([make_score("A1", 0.4, "Wildcard")], as_of=dt.date(2026, 2, 1),
                 model_name="churn-risk", model_version="1")
+    # Another data set's model scored later: never part of the served model's answers.
+    store.write([make_score("A1", 0.99, "Churner"), make_score("Z9", 0.9, "Churner")],
+                as_of=dt.date(2026, 3, 1), model_name="sim-dev", model_version="9")
     store.engine.dispose()
     return url
 
@@ -175,6 +178,7 @@ def test_account_history_and_portfolio_routes(client):
     assert [(h["as_of"], h["churn_probability"]) for h in a["history"]] == [
         ("2026-02-01", 0.4), ("2026-01-01", 0.2)]
     assert client.get("/v1/accounts/nobody", headers=AUTH).status_code == 404
+    assert client.get("/v1/accounts/Z9", headers=AUTH).status_code == 404  # sim-dev's only
     latest = client.get("/v1/portfolio", headers=AUTH).json()
     assert latest["as_of"] == "2026-02-01" and latest["accounts"] == 1
     firing = {x["quadrant"]: x["firing"] for x in latest["alarms"]}

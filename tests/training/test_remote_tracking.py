@@ -86,7 +86,7 @@ def test_train_against_a_remote_server_and_load_the_champion(mlflow_server, smal
 
     url, artifacts, schema = mlflow_server
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    config = TrainConfig.model_validate({"label": {"horizon_days": 60},
+    config = TrainConfig.model_validate({"label": {"horizon_days": 30},
                                          "split": {"backtest_folds": 1}})
     result = run_training(small_tables, config, tracking=url)
     assert result.tracking_uri == url and result.promotion["decision"] == "first"

@@ -26,7 +26,9 @@ def test_sim_dev_beats_its_baselines(sim_dev_tables, tmp_path: Path) -> None:
     # Measured 0.763 (0.763-0.765 over seeds); the floor is the logistic regression the data's
     # README reports (0.75), which the issue asks us to beat.
     assert result.metrics["roc_auc"] > 0.75, result.metrics
-    assert result.metrics["roc_auc"] > result.health_baseline_metrics["roc_auc"] + 0.1
+    # The rule-only health score, its inputs ranked against the training data, ranks churners
+    # too; the model must still do clearly better.
+    assert result.metrics["roc_auc"] > result.health_baseline_metrics["roc_auc"] + 0.05
     assert result.metrics["top_decile_lift"] > 2.5
 
     # The API and `churn score` serve this model although its features (key-event counts,

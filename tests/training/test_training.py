@@ -95,7 +95,7 @@ def test_train_cli_prints_json(small_tables, tmp_path: Path) -> None:
     data = write_tables(small_tables, tmp_path / "data")
     uri = empty_mlflow_store(tmp_path / "mlflow.db")
     result = runner.invoke(app, ["train", "--data", str(data), "--tracking-uri", uri, "--json",
-                                 "--horizon", "60"])
+                                 "--horizon", "30"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["model_version"] == "1" and summary["model_name"] == "churn-risk"

@@ -1,12 +1,13 @@
-"""``GET /v1/accounts/{account_id}`` and ``GET /v1/portfolio``: the scores ``churn score`` stored."""
+"""``GET /v1/accounts/{account_id}`` and ``GET /v1/portfolio``: the scores ``churn score`` stored
+with the served model (the model of one data set; other data sets' scores are not mixed in)."""
 
 from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from features.surveys import quadrant_alarms
-from serving.api.deps import V1, SettingsDep, StoreDep
+from features.surveys import QUADRANTS, quadrant_alarms
+from serving.api.deps import V1, ModelDep, SettingsDep, StoreDep
 from serving.schemas import Problem
 from serving.store import StoreError
 
@@ -32,11 +33,12 @@ def _store_call(fn, *args):
 
 
 @router.get("/accounts/{account_id}",
-            summary="Latest stored score of an account, with reasons, and its score history",
+            summary="Latest stored score of an account by the served model, with reasons, and "
+                    "its score history",
             responses={404: {"model": Problem, "description": "No stored score for the account"}})
-def get_account(account_id: str, store: StoreDep,
+def get_account(account_id: str, store: StoreDep, model: ModelDep,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-    rows = _store_call(store.account, account_id, limit)
+    rows = _store_call(store.account, account_id, model.name, limit)
     if not rows:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             detail="No stored score for this account (scores are stored by "
@@ -46,19 +48,25 @@ def get_account(account_id: str, store: StoreDep,
 
 
 @router.get("/portfolio",
-            summary="Risk/health band and quadrant distribution, playbook alarms, surveys due",
+            summary="The served model's portfolio: risk/health band and quadrant distribution, "
+                    "playbook alarms, surveys due",
             responses={404: {"model": Problem, "description": "No stored scores (for that date)"}})
-def get_portfolio(store: StoreDep, config: SettingsDep,
+def get_portfolio(store: StoreDep, config: SettingsDep, model: ModelDep,
                   as_of: Annotated[date | None, Query(
                       description="Scoring date [default: the latest stored]")] = None
                   ) -> dict[str, Any]:
-    summary = _store_call(store.portfolio, as_of)
+    summary = _store_call(store.portfolio, model.name, as_of)
     if summary is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             detail="No stored scores (for that date); run `churn score`.")
     total = summary["accounts"] or 1
     summary["as_of"] = summary["as_of"].isoformat()
-    summary["quadrant_shares"] = {k: round(v / total, 4) for k, v in summary["quadrants"].items()}
+    mapped = {q: n for q, n in summary["quadrants"].items() if q in QUADRANTS}
+    on_map = sum(mapped.values())
+    # Shares of the accounts on the CSAT x NPS map (those with both answers), and its coverage.
+    summary["quadrant_shares"] = {q: round(n / on_map, 4) for q, n in mapped.items()}
+    summary["mapped_accounts"] = on_map
+    summary["survey_coverage"] = round(on_map / total, 4)
     summary["survey_due_share"] = round(summary["survey_due"] / total, 4)
     summary["alarms"] = quadrant_alarms(summary["quadrants"], summary["accounts"],
                                         config.churner_alarm, config.wildcard_alarm)

@@ -43,6 +43,13 @@ def validated(schema: type[BaseModel], raw: bytes) -> Any:
         ) from None
 
 
+def _accounts_without_features(values: dict[str, list[Any]], n: int) -> list[int]:
+    """The positions of the accounts with no value in any column (cheap when a column is full)."""
+    if any(None not in column for column in values.values()):
+        return []
+    return [i for i in range(n) if all(column[i] is None for column in values.values())]
+
+
 @router.post("/scores", response_model=ScoreResponse, responses=RESPONSES,
              summary="Churn probability, reasons and health score of up to max_batch_size accounts",
              openapi_extra=body_schema("ScoreRequest"))
@@ -71,5 +78,11 @@ async def post_score_columns(request: Request, model: ModelDep, service: Service
               for name, column in values.items() if len(column) != n]
     if uneven:
         raise RequestValidationError(uneven)
+    empty = _accounts_without_features(values, n)
+    if empty:
+        raise RequestValidationError([
+            {"loc": ("body", "account_id", i), "type": "no_known_feature",
+             "msg": "The account has no value for any feature the model takes (GET /v1/model "
+                    "lists them)"} for i in empty])
     return await service.respond(model, AccountColumns(body.account_id, values), explain,
                                  reasons)  # type: ignore[return-value]
