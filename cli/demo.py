@@ -1,22 +1,30 @@
-"""``churn demo``: generate data, train and register a model, then serve it on localhost."""
+"""``churn demo``: generate data, train and register a model, score every account, then serve
+the API on localhost, announcing it (a ready-to-paste curl) once it answers."""
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import pandas as pd
 import typer
 
-from cli.common import err, load, progress
-from cli.serve import serve
+from cli.common import err, fail, load, progress, serving_settings
+
+#: How long the announcement waits for the server to answer /readyz.
+READY_TIMEOUT_S = 300.0
 
 
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Where the demo keeps data and the MLflow store")]
-    = Path("churn-demo"),
+    workdir: Annotated[Path, typer.Option(help="Where the demo keeps data, the MLflow store and "
+                                          "the score store")] = Path("churn-demo"),
     port: Annotated[int, typer.Option(help="Port for the API")] = 8000,
     accounts: Annotated[int, typer.Option(help="Synthetic accounts")] = 3000,
     months: Annotated[int, typer.Option(help="Months of synthetic history")] = 24,
@@ -24,10 +32,13 @@ def demo(
     serve_api: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the API at the end")]
     = True,
 ) -> None:
-    """Generate data, train and register a model, then serve it on localhost."""
+    """Generate data, train and register a model, score every account, then serve it on
+    localhost (portfolio and account history answer at once)."""
     from features.rows import feature_rows
     from features.synthetic import generate as make
     from features.synthetic import write_tables
+    from serving.batch import score_data
+    from serving.store import StoreError
     from training.train import run_training
 
     data_dir = workdir / "data"
@@ -43,13 +54,58 @@ def demo(
     err.print(f"\n[bold green]trained[/] {result.model_name} v{result.model_version}: held-out "
               f"ROC AUC {m['roc_auc']:.3f} (baseline {result.baseline_metrics['roc_auc']:.3f}), "
               f"top-decile lift {m['top_decile_lift']:.1f}", highlight=False)
+    settings = serving_settings(
+        "churn demo", host="127.0.0.1", port=port, workers=1, tracking_uri=tracking,
+        model_uri=f"models:/{result.model_name}/{result.model_version}",
+        score_store_url=f"sqlite:///{(workdir / 'churn-scores.db').resolve()}")
+    try:
+        scored = score_data(tables, settings, progress=progress)
+    except StoreError as exc:
+        fail(str(exc))
+    err.print(f"[bold green]scored[/] {scored.written:,} accounts into the score store",
+              highlight=False)
     example = curl_example(feature_rows(tables), port)
-    err.print("\nScore accounts with:\n", highlight=False)
+    if not serve_api:
+        print(example, flush=True)
+        return
+    from serving.app import serve
+
+    threading.Thread(target=announce_when_ready, args=(port, example, tracking),
+                     daemon=True).start()
+    try:
+        serve(settings)
+    except (OSError, RuntimeError, ValueError) as exc:
+        fail(f"churn demo: {exc}", 1)
+
+
+def announce_when_ready(port: int, example: str, tracking: str) -> None:
+    """Print how to use the service once it answers (never before: the curl would fail)."""
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    else:
+        err.print(f"[yellow]the API did not get ready within {READY_TIMEOUT_S:.0f} s[/]")
+        return
+    err.print("\nThe API is ready. Score accounts with:\n", highlight=False)
     print(example, flush=True)
-    err.print(f"\nMLflow UI: mlflow ui --backend-store-uri {tracking}", highlight=False)
-    if serve_api:
-        err.print(f"API docs: http://127.0.0.1:{port}/docs\n", highlight=False)
-        serve(host="127.0.0.1", port=port, model_uri=None, tracking_uri=tracking, workers=1)
+    err.print(f"\nPortfolio: curl -s {base}/v1/portfolio\nAPI docs: {base}/docs\n"
+              f"MLflow UI: {venv_command('mlflow')} ui --backend-store-uri {tracking}\n",
+              highlight=False)
+
+
+def venv_command(name: str) -> str:
+    """A command of this installation, as the user can type it (``.venv/bin/mlflow``)."""
+    path = Path(sys.executable).parent / name
+    try:
+        return shlex.quote(os.path.relpath(path))
+    except ValueError:  # another drive
+        return shlex.quote(str(path))
 
 
 def curl_example(frame: pd.DataFrame, port: int) -> str:

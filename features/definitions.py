@@ -427,6 +427,7 @@ class FeatureConfig:
         if self.check_in_days < 1 or self.review_days < 1:
             raise ValueError("check_in_days and review_days must be at least 1")
         names = [key_event_feature(e, w) for e in self.key_events for w in self.key_event_windows]
+        names += [key_event_trend(e) for e in self.key_events]
         names += [a.feature for a in self.attributes]
         clash = sorted({n for n in names if names.count(n) > 1 or n in _STATIC_NAMES})
         if clash:
@@ -450,14 +451,24 @@ def key_event_measure(event: str) -> str:
     return f"kev_{slug(event)}"
 
 
+def key_event_trend(event: str) -> str:
+    return f"key_{slug(event)}_trend_30d"
+
+
 def _dynamic_specs(config: FeatureConfig) -> list[FeatureSpec]:
     specs: list[FeatureSpec] = []
-    for event in config.key_events:
+    for i, event in enumerate(config.key_events):
+        signal = f"use of '{event}'"
         for days in config.key_event_windows:
             specs.append(_window(key_event_feature(event, days), "usage_depth", "usage_events",
                                  key_event_measure(event), days,
                                  f"Uses of the key feature '{event}' in the last {days} days",
-                                 "events", fat_tailed=True, signal=f"use of '{event}'"))
+                                 "events", fat_tailed=True, signal=signal))
+        specs.append(FeatureSpec(
+            key_event_trend(event), "usage_depth",
+            f"Change in uses of the key feature '{event}', last 30 days vs the 30 days before",
+            Derived("pct_change", (f"_key_{i}_30d", f"_keyprev_{i}_30d")), window_days=60,
+            aggregation="change", unit="%", signal=signal, low=-1))
     for attr in config.attributes:
         if attr.kind == "category":
             desc, dtype, unit = f"Account {attr.column}", "category", ""
@@ -479,11 +490,15 @@ def catalogue(config: FeatureConfig | None = None) -> tuple[FeatureSpec, ...]:
 
 
 def helper_specs(config: FeatureConfig | None = None) -> tuple[FeatureSpec, ...]:
-    """Intermediate columns: the fixed helpers plus one 30-day count per key event."""
+    """Intermediate columns: the fixed helpers plus, per key event, its counts in the last 30 days
+    and in the 30 days before."""
     config = config or DEFAULT_CONFIG
     extra = tuple(_window(f"_key_{i}_30d", "usage_depth", "usage_events", key_event_measure(e), 30,
                           "", "") for i, e in enumerate(config.key_events))
-    return HELPERS + extra
+    previous = tuple(_window(f"_keyprev_{i}_30d", "usage_depth", "usage_events",
+                             key_event_measure(e), 30, "", "", offset=30)
+                     for i, e in enumerate(config.key_events))
+    return HELPERS + extra + previous
 
 
 def feature_names(config: FeatureConfig | None = None) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from features.contract import Tables
+from features.key_events import with_key_events
 from features.rows import feature_rows
 from features.scorer import check_coverage
 from features.sources import load_tables
@@ -116,6 +117,8 @@ def score_data(data: str | Path | Tables, settings: ServingSettings,
     """
     model = load_model(settings.model_uri, settings.tracking_uri, settings.treeshap)
     tables = data if isinstance(data, Tables) else load_tables(data)
+    tables = with_key_events(tables, model.metadata.get("key_events"),
+                             model.metadata.get("key_event_windows"))
     grace = (model.metadata.get("label") or {}).get("grace_days")
     frame = feature_rows(tables, None if dates is None else list(dates), grace_days=grace)
     check_coverage(frame, model.encoder.feature_names, f"model {model.name}",

@@ -59,14 +59,33 @@ def test_generate_train_features_serve_score(tmp_path: Path) -> None:
     assert all(0 <= s["health_score"] <= 100 for s in scores)
 
 
-def test_demo_generates_trains_and_serves_the_printed_example(tmp_path: Path) -> None:
+def _wait_for(server, text: str, timeout: float = 30) -> str:
+    """The server's output once it holds ``text`` (the demo announces after /readyz)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while text not in server.output() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return server.output()
+
+
+def test_demo_generates_trains_scores_and_serves_the_printed_example(tmp_path: Path) -> None:
     def argv(port: int) -> list[str]:
         return [*CHURN, "demo", "--workdir", str(tmp_path / "demo"), "--port", str(port),
                 "--accounts", "300", "--months", "14"]
 
     with start_server(argv, {}, tmp_path, ready=True, timeout=300) as server:
-        output = server.output()
-        curl = next(line for line in output.splitlines() if line.startswith("curl "))
+        output = _wait_for(server, "MLflow UI:")
+        lines = output.splitlines()
+        ready = next(i for i, line in enumerate(lines) if "The API is ready" in line)
+        curl = next(line for line in lines[ready:] if line.startswith("curl "))
+        # The portfolio answers at once: the demo scored every account into the score store.
+        portfolio = httpx.get(f"{server.url}/v1/portfolio", timeout=30)
+        assert portfolio.status_code == 200, portfolio.text
+        assert portfolio.json()["accounts"] > 100
+        mlflow_ui = next(line for line in lines if line.startswith("MLflow UI: "))
+        command = shlex.split(mlflow_ui[len("MLflow UI: "):])[0]
+        assert Path(tmp_path, command).exists() or Path(command).exists(), mlflow_ui
         words = shlex.split(curl)
         body = json.loads(words[words.index("-d") + 1])
         assert words[words.index("-X") + 2] == f"{server.url}/v1/scores"

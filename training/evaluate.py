@@ -9,6 +9,7 @@ import pandas as pd
 
 from features.contract import Tables
 from features.health import HealthReference, health_scores, rule_risk
+from features.key_events import with_key_events
 from features.labels import LabelSettings
 from features.mlflow_defaults import tracking_uri
 from features.pointintime import KEYS, build_features
@@ -33,6 +34,7 @@ def evaluate_registered(data: str | Path | Tables, model_uri: str, *, tracking: 
     config = config or TrainConfig()
     tables = data if isinstance(data, Tables) else load_tables(data)
     scorer, metadata = load_scorer(model_uri, tracking_uri(tracking))
+    tables = with_key_events(tables, metadata.get("key_events"), metadata.get("key_event_windows"))
     # The model's label definition, except where observations start (that belongs to the data).
     trained = {k: v for k, v in (metadata.get("label") or {}).items() if k != "first_date"}
     label = LabelSettings.model_validate({**config.label.model_dump(), **trained})

@@ -15,6 +15,7 @@ import pandas as pd
 
 from features.contract import Tables
 from features.health import HealthReference, health_scores, rule_risk
+from features.key_events import with_key_events
 from features.scorer import ModelScorer
 from training.artifacts import reference_distributions
 from training.calibrator import Calibrator
@@ -27,6 +28,16 @@ from training.splits import Fold, backtest_folds, holdout_fold
 
 Progress = Callable[[str], None]
 HEADLINE = ("roc_auc", "pr_auc", "top_decile_lift")
+#: Below this many churners among the training rows, and when the config sets no LightGBM
+#: settings, the regularisation is chosen on the backtest among these (few churners overfit
+#: the default trees).
+FEW_CHURNERS = 1000
+REGULARISATION: dict[str, dict[str, float]] = {
+    "default": {},
+    "moderate": {"num_leaves": 7, "min_child_samples": 100, "lambda_l2": 5.0},
+    "strong": {"num_leaves": 3, "min_child_samples": 300, "feature_fraction": 0.7,
+               "lambda_l2": 10.0},
+}
 
 
 def quiet(_: str) -> None:
@@ -192,6 +203,29 @@ def _tune(ts: TrainingSet, config: TrainConfig, trials: int, first_test: pd.Time
             "objective": "mean backtest ROC AUC on dates before the test window"}
 
 
+def _choose_regularisation(ts: TrainingSet, config: TrainConfig, first_test: pd.Timestamp,
+                           progress: Progress) -> dict[str, object]:
+    """With few churners and no LightGBM settings in the config, pick the regularisation with the
+    best mean ROC AUC on backtest folds before the test window (they never see it)."""
+    s, horizon = config.split, config.label.horizon_days
+    folds = backtest_folds(ts.frame["as_of"], max(s.backtest_folds, 2), horizon,
+                           s.validation_dates, before=first_test)
+    churners = int(ts.y[ts.frame["as_of"] < first_test].sum())
+    if "lightgbm" in config.model_fields_set or churners >= FEW_CHURNERS or not folds:
+        return {}
+    scores = {}
+    for name, update in REGULARISATION.items():
+        trial = config.model_copy(update={"lightgbm": config.lightgbm.model_copy(update=update)})
+        aucs = [fit_fold(ts, fold, trial, baselines=False).metrics["model"]["roc_auc"]
+                for fold in folds]
+        scores[name] = float(np.nanmean(aucs))
+    best = max(scores, key=lambda k: (scores[k], k == "default"))
+    config.lightgbm = config.lightgbm.model_copy(update=REGULARISATION[best])
+    progress(f"{churners} churners before the test window: regularisation {best} chosen on the "
+             f"backtest ({', '.join(f'{k} {v:.3f}' for k, v in scores.items())} mean ROC AUC)")
+    return {"regularisation": best, "backtest_roc_auc": scores}
+
+
 def fit_run(tables: Tables, config: TrainConfig | None = None, *,
             observed_until: str | None = None, progress: Progress = quiet,
             show_progress: bool = False, tune: int = 0,
@@ -205,6 +239,11 @@ def fit_run(tables: Tables, config: TrainConfig | None = None, *,
     started = time.perf_counter()
     config = resolve_label(config or TrainConfig(), tables)
     progress(f"loaded {', '.join(tables.available)} from {tables.source}")
+    if training_set is None and not tables.feature_config.key_events:
+        tables = with_key_events(tables)
+        if tables.feature_config.key_events:
+            progress(f"no key events declared: the {len(tables.feature_config.key_events)} most "
+                     f"frequent get their own features ({', '.join(tables.feature_config.key_events)})")
     ts = training_set or build_training_set(tables, config, observed_until)
     as_of = ts.frame["as_of"]
     progress(f"built {len(ts.frame):,} training rows over {as_of.nunique()} observation dates "
@@ -214,7 +253,8 @@ def fit_run(tables: Tables, config: TrainConfig | None = None, *,
     fit_rows = holdout.train | holdout.valid
     check_leakage(ts.X[fit_rows], ts.y[fit_rows], config.features.allow_leaky)
     first_test = pd.Timestamp(min(holdout.dates(as_of, holdout.test)))
-    tuning = _tune(ts, config, tune, first_test, show_progress, progress) if tune > 0 else {}
+    tuning = (_tune(ts, config, tune, first_test, show_progress, progress) if tune > 0
+              else _choose_regularisation(ts, config, first_test, progress))
 
     folds = backtest_folds(as_of, s.backtest_folds, horizon, s.validation_dates)
     backtest: list[dict[str, object]] = []

@@ -205,6 +205,9 @@ def model_metadata(run: TrainingRun, run_id: str) -> dict[str, Any]:
         # What the model was trained on: the promotion gate compares only like with like.
         "dataset": run.tables.name or "",
         "families": family_availability(run.tables),
+        # The data set's key events (declared or chosen): scoring builds the same features.
+        "key_events": list(run.tables.feature_config.key_events),
+        "key_event_windows": list(run.tables.feature_config.key_event_windows),
         # Where the health inputs stood in the training rows: serving scores them against it.
         "health_reference": run.final.reference.to_dict(),
     }

@@ -97,6 +97,8 @@ def test_train_cli_prints_json(small_tables, tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--data", str(data), "--tracking-uri", uri, "--json",
                                  "--horizon", "30"])
     assert result.exit_code == 0, result.output
+    # What was understood of the data comes first (as `churn check` prints it).
+    assert result.output.index("extract date:") < result.output.index("built ")
     summary = json.loads(result.stdout)
     assert summary["model_version"] == "1" and summary["model_name"] == "churn-risk"
     assert 0 <= summary["metrics"]["roc_auc"] <= 1
