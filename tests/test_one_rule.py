@@ -14,6 +14,7 @@ import pytest
 
 from features.contract import ChurnSettings, DataContractError, Tables, validate_tables
 from features.health import DEFAULT_HEALTH_BANDS, band_labels
+from features.key_events import with_key_events
 from features.labels import LabelSettings
 from features.rows import feature_rows, labelled_rows, scoring_rows
 from features.sources import load_tables
@@ -27,11 +28,13 @@ def rows_and_models(registered_model):
     from serving.loader import load_model
     from training.tracking import load_scorer
 
-    tables = load_tables(registered_model.data_dir)
-    frame = feature_rows(tables).head(300)
     uri = f"models:/{registered_model.model_name}/{registered_model.version}"
     served = load_model(uri, registered_model.tracking_uri)
-    scorer, _ = load_scorer(uri, registered_model.tracking_uri)
+    scorer, metadata = load_scorer(uri, registered_model.tracking_uri)
+    # The model's own key events (chosen in training): the features `churn score` builds.
+    tables = with_key_events(load_tables(registered_model.data_dir), metadata["key_events"],
+                             metadata["key_event_windows"])
+    frame = feature_rows(tables).head(300)
     return frame, served, scorer
 
 
