@@ -17,8 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_HORIZON_DAYS = 90
 DEFAULT_GRACE_DAYS = 30
-#: Default history before the first observation date: the longest usage window.
+#: Default history before the first observation date: the longest usage window ...
 LOOKBACK_DAYS = 90
+#: ... unless the data is too short for MIN_OBSERVATION_DATES dates: then as little as this.
+MIN_LOOKBACK_DAYS = 30
+#: Observation dates a time split needs (training, validation and two test dates).
+MIN_OBSERVATION_DATES = 4
 
 
 class LabelSettings(BaseModel):

@@ -16,6 +16,8 @@ from features.contract import Tables
 from features.labels import (
     DEFAULT_GRACE_DAYS,
     LOOKBACK_DAYS,
+    MIN_LOOKBACK_DAYS,
+    MIN_OBSERVATION_DATES,
     LabelSettings,
     account_spells,
     churned_within,
@@ -113,7 +115,9 @@ def labelled_rows(tables: Tables, label: LabelSettings,
 
     Observation dates run every ``label.frequency`` from ``first`` (default ``label.first_date``,
     else the first date at least ``LOOKBACK_DAYS`` after the data's activity starts, so that the
-    usage windows are filled) to the last date whose horizon ends on or before ``observed_until``
+    usage windows are filled; on data too short for ``MIN_OBSERVATION_DATES`` dates that way, as
+    early as ``MIN_LOOKBACK_DAYS`` after it) to the last date whose horizon ends on or before
+    ``observed_until``
     (default: ``tables.observed_until()``, the mapping's choice or else the latest data date);
     later dates would have unobserved labels and are left out.
 
@@ -123,9 +127,12 @@ def labelled_rows(tables: Tables, label: LabelSettings,
     observed = (tables.observed_until() if observed_until is None
                 else pd.Timestamp(observed_until).normalize())
     first = first if first is not None else label.first_date
-    if first is None:
-        first = tables.activity_start() + pd.Timedelta(days=LOOKBACK_DAYS)
     last = observed - pd.Timedelta(days=label.horizon_days)
+    if first is None:
+        start = tables.activity_start()
+        first = start + pd.Timedelta(days=LOOKBACK_DAYS)
+        if len(observation_dates(first, last, label.frequency)) < MIN_OBSERVATION_DATES:
+            first = start + pd.Timedelta(days=MIN_LOOKBACK_DAYS)
     dates = observation_dates(pd.Timestamp(first), last, label.frequency)
     if not dates:
         raise ValueError(

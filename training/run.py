@@ -203,15 +203,19 @@ def _tune(ts: TrainingSet, config: TrainConfig, trials: int, first_test: pd.Time
             "objective": "mean backtest ROC AUC on dates before the test window"}
 
 
-def _choose_regularisation(ts: TrainingSet, config: TrainConfig, first_test: pd.Timestamp,
+def _choose_regularisation(ts: TrainingSet, config: TrainConfig, holdout: Fold,
                            progress: Progress) -> dict[str, object]:
     """With few churners and no LightGBM settings in the config, pick the regularisation with the
-    best mean ROC AUC on backtest folds before the test window (they never see it)."""
-    s, horizon = config.split, config.label.horizon_days
-    folds = backtest_folds(ts.frame["as_of"], max(s.backtest_folds, 2), horizon,
-                           s.validation_dates, before=first_test)
-    churners = int(ts.y[ts.frame["as_of"] < first_test].sum())
-    if "lightgbm" in config.model_fields_set or churners >= FEW_CHURNERS or not folds:
+    best mean ROC AUC on backtest folds before the test window (they never see it); on data too
+    short for one, on the validation dates (trained on the training dates)."""
+    s, horizon, as_of = config.split, config.label.horizon_days, ts.frame["as_of"]
+    first_test = pd.Timestamp(min(holdout.dates(as_of, holdout.test)))
+    folds = backtest_folds(as_of, max(s.backtest_folds, 2), horizon, s.validation_dates,
+                           before=first_test)
+    if not folds:
+        folds = [Fold("validation", holdout.train, holdout.valid, holdout.valid)]
+    churners = int(ts.y[as_of < first_test].sum())
+    if "lightgbm" in config.model_fields_set or churners >= FEW_CHURNERS:
         return {}
     scores = {}
     for name, update in REGULARISATION.items():
@@ -254,7 +258,7 @@ def fit_run(tables: Tables, config: TrainConfig | None = None, *,
     check_leakage(ts.X[fit_rows], ts.y[fit_rows], config.features.allow_leaky)
     first_test = pd.Timestamp(min(holdout.dates(as_of, holdout.test)))
     tuning = (_tune(ts, config, tune, first_test, show_progress, progress) if tune > 0
-              else _choose_regularisation(ts, config, first_test, progress))
+              else _choose_regularisation(ts, config, holdout, progress))
 
     folds = backtest_folds(as_of, s.backtest_folds, horizon, s.validation_dates)
     backtest: list[dict[str, object]] = []

@@ -98,3 +98,13 @@ def test_check_reports_what_was_understood(tmp_path: Path):
         in text
     assert "no data for touchpoints, surveys" in text and "churn within 90 days" in text
     assert not report.problems
+
+
+def test_short_data_starts_observing_early_enough_for_a_time_split():
+    tables = billing_export()  # activity from 2024-01-02 to 2024-09-20
+    label = LabelSettings(horizon_days=90)
+    # 90 days of history first would leave April to June only: three dates, too few to split.
+    dates = sorted(set(labelled_rows(tables, label)["as_of"]))
+    assert len(dates) >= 4
+    assert dates[0] == pd.Timestamp("2024-02-01")  # 30 days of history at least
+    assert dates[-1] <= pd.Timestamp("2024-09-20") - pd.Timedelta(days=90)
