@@ -5,7 +5,7 @@ What it does, in one run (so both sides see the same machine load):
 1. trains a LightGBM churn model on random values of the catalogue features (300 trees, or
    ``--trees``, with the hyperparameters ``churn train`` uses; the feature count is the
    catalogue's) and registers it
-   with ``training.registry`` -- the same pyfunc ``churn train`` logs -- in a temporary SQLite
+   with ``training.tracking`` -- the same pyfunc ``churn train`` logs -- in a temporary SQLite
    MLflow store;
 2. starts our server (``serving.app.serve``, 2 workers) and ``mlflow models serve`` for
    ``models:/churn-risk/1`` (2 workers, ``--env-manager local``), both on 127.0.0.1, both in
@@ -23,7 +23,7 @@ What it does, in one run (so both sides see the same machine load):
 5. measures, in process, what the model alone costs per account (prediction, and TreeSHAP both
    by LightGBM's ``pred_contrib`` and by the serving's tables, one thread) and prints the
    ceiling that TreeSHAP sets on requests with reasons; ``--treeshap lightgbm`` serves our
-   reasons from ``pred_contrib``, as before the tables (same numbers, slower);
+   reasons from ``pred_contrib`` instead (same numbers, slower);
 6. in every round, a mixed load per server: single accounts on 8 connections while batches run on
    2 others (ours with reasons on both), to show what small requests suffer from big ones.
 
@@ -82,15 +82,19 @@ def free_port() -> int:
 
 
 def random_frame(n: int, seed: int) -> pd.DataFrame:
+    """Random rows inside every feature's declared bounds (the API refuses values outside)."""
     rng = np.random.default_rng(seed)
     cols = {}
     for spec in CATALOGUE:
+        low, high = spec.bounds
         if spec.dtype == "category":
             cols[spec.name] = rng.choice(["a", "b", "c", "d"], size=n).astype(object)
-        elif spec.unit == "%":
+        elif (low, high) == (0.0, 1.0):
             cols[spec.name] = rng.uniform(0, 1, n)
         else:
-            cols[spec.name] = rng.uniform(0, 60, n).round()
+            low = 0.0 if low is None else low
+            high = low + 60 if high is None else high
+            cols[spec.name] = rng.uniform(low, high, n).round()
     return pd.DataFrame(cols)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,32 +45,43 @@ def small_tables() -> Tables:
     return generate(accounts=120, months=10, seed=3)
 
 
+def _made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> Tables:
+    """``make()``'s tables, made by the first xdist worker that asks and unpickled by the others
+    (generating or loading them costs seconds; unpickling them, well under one)."""
+    with shared_once(tmp_path_factory, name) as (root, todo):
+        if todo:
+            with open(root / "tables.pickle", "wb") as out:
+                pickle.dump(make(), out, protocol=pickle.HIGHEST_PROTOCOL)
+    with open(root / "tables.pickle", "rb") as saved:
+        return pickle.load(saved)
+
+
 @pytest.fixture(scope="session")
-def default_tables() -> Tables:
+def default_tables(tmp_path_factory: pytest.TempPathFactory) -> Tables:
     """The generator's default data (what `churn demo` uses)."""
-    return generate()
+    return _made_once(tmp_path_factory, "default-tables", generate)
 
 
 @pytest.fixture(scope="session")
-def sim_dev_tables() -> Tables:
-    """The shared sim-dev data set (8.8 M events) through its shipped mapping. Loaded once per
-    session: a features test and the training quality floor both read it, and a load takes about
-    15 s. Tests must not modify it."""
+def sim_dev_tables(tmp_path_factory: pytest.TempPathFactory) -> Tables:
+    """The shared sim-dev data set (8.8 M events) through its shipped mapping, loaded once for all
+    workers. Tests must not modify it."""
     path = SHARED_DATA / "sim-dev"
     if not path.is_dir():
         pytest.skip(f"shared data set not found at {path}")
     from features.mapping import MAPPINGS_DIR
     from features.sources import load_mapped
 
-    return load_mapped(MAPPINGS_DIR / "sim-dev.yaml", path)
+    return _made_once(tmp_path_factory, "sim-dev-tables",
+                      lambda: load_mapped(MAPPINGS_DIR / "sim-dev.yaml", path))
 
 
 @pytest.fixture(scope="session")
-def default_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def default_data_dir(tmp_path_factory: pytest.TempPathFactory, default_tables: Tables) -> Path:
     """The generator's default data written as files, once for all workers."""
     with shared_once(tmp_path_factory, "default-data") as (root, todo):
         if todo:
-            write_tables(generate(), root / "default")
+            write_tables(default_tables, root / "default")
     return root / "default"
 
 

@@ -1,5 +1,6 @@
-"""End to end, as a user runs it: the `churn` CLI on generated data, then a real uvicorn server
-on 127.0.0.1 scoring accounts over HTTP; and `churn demo` itself."""
+"""End to end, as a user runs it: `churn demo` generates data, trains, scores and serves on a real
+uvicorn server on 127.0.0.1; its printed example, its portfolio and the rows `churn features`
+builds from its data are scored over HTTP."""
 
 from __future__ import annotations
 
@@ -23,40 +24,6 @@ def churn(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     done = subprocess.run([*CHURN, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"churn {' '.join(args)} failed:\n{done.stderr}"
     return done
-
-
-def test_generate_train_features_serve_score(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    churn("generate", "--out", str(data), "--accounts", "400", "--months", "15", "--seed", "11",
-          cwd=tmp_path)
-    summary = json.loads(churn("train", "--data", str(data), "--tracking-uri", uri, "--json",
-                               cwd=tmp_path).stdout)
-    assert summary["model_version"] == "1" and summary["metrics"]["roc_auc"] > 0.6
-    churn("features", "--data", str(data), "--out", str(tmp_path / "today.parquet"), cwd=tmp_path)
-    today = pd.read_parquet(tmp_path / "today.parquet")
-    assert len(today) > 100 and today.as_of.nunique() == 1
-
-    rows = today.head(25)
-    values = rows.drop(columns=["account_id", "as_of"]).astype(object)
-    accounts = [{"account_id": a, "features": f} for a, f in zip(
-        rows.account_id, values.where(values.notna(), None).to_dict("records"), strict=True)]
-
-    def argv(port: int) -> list[str]:
-        return [*CHURN, "serve", "--port", str(port), "--tracking-uri", uri]
-
-    with start_server(argv, {}, tmp_path, ready=True) as server:
-        model = httpx.get(f"{server.url}/v1/model").json()
-        assert model["version"] == "1" and len(model["features"]) > 20
-        answer = httpx.post(f"{server.url}/v1/scores", json={"accounts": accounts}, timeout=30)
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
-    assert body["model_name"] == "churn-risk" and body["model_version"] == "1"
-    scores = body["scores"]
-    assert [s["account_id"] for s in scores] == list(rows.account_id)
-    proba = [s["churn_probability"] for s in scores]
-    assert all(0 <= p <= 1 for p in proba) and len(set(proba)) > 1
-    assert all(0 <= s["health_score"] <= 100 for s in scores)
 
 
 def _wait_for(server, text: str, timeout: float = 30) -> str:
@@ -90,8 +57,32 @@ def test_demo_generates_trains_scores_and_serves_the_printed_example(tmp_path: P
         body = json.loads(words[words.index("-d") + 1])
         assert words[words.index("-X") + 2] == f"{server.url}/v1/scores"
         answer = httpx.post(f"{server.url}/v1/scores", json=body, timeout=30)
-    assert answer.status_code == 200, answer.text
-    scores = answer.json()["scores"]
-    assert len(scores) == len(body["accounts"]) >= 1
-    assert all(0 <= s["churn_probability"] <= 1 for s in scores)
+        assert answer.status_code == 200, answer.text
+        scores = answer.json()["scores"]
+        assert len(scores) == len(body["accounts"]) >= 1
+        assert all(0 <= s["churn_probability"] <= 1 for s in scores)
+        # `churn features` on the demo's data gives rows the served model scores as they are.
+        today = tmp_path / "today.parquet"
+        churn("features", "--data", str(tmp_path / "demo" / "data"), "--out", str(today),
+              cwd=tmp_path)
+        _scores_the_feature_rows(server.url, pd.read_parquet(today))
     assert (tmp_path / "demo" / "mlflow.db").exists()
+
+
+def _scores_the_feature_rows(url: str, today: pd.DataFrame) -> None:
+    assert len(today) > 100 and today.as_of.nunique() == 1
+    rows = today.head(25)
+    values = rows.drop(columns=["account_id", "as_of"]).astype(object)
+    accounts = [{"account_id": a, "features": f} for a, f in zip(
+        rows.account_id, values.where(values.notna(), None).to_dict("records"), strict=True)]
+    model = httpx.get(f"{url}/v1/model").json()
+    assert model["version"] == "1" and len(model["features"]) > 20
+    answer = httpx.post(f"{url}/v1/scores", json={"accounts": accounts}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model_name"] == "churn-risk" and body["model_version"] == "1"
+    scores = body["scores"]
+    assert [s["account_id"] for s in scores] == list(rows.account_id)
+    proba = [s["churn_probability"] for s in scores]
+    assert all(0 <= p <= 1 for p in proba) and len(set(proba)) > 1
+    assert all(0 <= s["health_score"] <= 100 for s in scores)

@@ -24,7 +24,7 @@ def test_check_names_files_dates_families_churn_and_warnings(tmp_path: Path) -> 
     assert "usage_events: usage_events.csv, " in out and "2024-01-02 .. 2024-09-20" in out
     assert "extract date: 2024-09-20 (latest usage_events timestamp)" in out
     assert "no data for touchpoints, surveys" in out
-    assert "churn within 90 days (grace 30) per observation date: 2024-04-01" in out
+    assert "churn within 90 days (grace 30) per observation date: 2024-02-01" in out
     assert "warning: tickets.csv is not a table of the contract" in out and "touchpoints" in out
 
 
