@@ -19,10 +19,8 @@ DEFAULT_HORIZON_DAYS = 90
 DEFAULT_GRACE_DAYS = 30
 #: Default history before the first observation date: the longest usage window ...
 LOOKBACK_DAYS = 90
-#: ... unless the data is too short for MIN_OBSERVATION_DATES dates: then as little as this.
+#: ... unless the data is then too short for a time split: then as little as this.
 MIN_LOOKBACK_DAYS = 30
-#: Observation dates a time split needs (training, validation and two test dates).
-MIN_OBSERVATION_DATES = 4
 
 
 class LabelSettings(BaseModel):
@@ -39,6 +37,17 @@ class LabelSettings(BaseModel):
     check_churn_spike: bool = Field(True, description="Refuse labels whose newest date churns far "
                                     "more than the earlier ones (paid-through ends taken for "
                                     "churn); false keeps them deliberately")
+
+
+def splits_in_time(dates: list[pd.Timestamp], horizon_days: int, test_dates: int = 2) -> bool:
+    """Whether ``dates`` hold a training date, a validation date whose horizon starts after the
+    training label's ends, and ``test_dates`` dates after the validation label's: the smallest
+    time split without a label seeing a later part."""
+    if not dates:
+        return False
+    horizon = pd.Timedelta(days=horizon_days)
+    valid = [d for d in dates if d >= dates[0] + horizon]
+    return bool(valid) and sum(d >= valid[0] + horizon for d in dates) >= test_dates
 
 
 def account_spells(subscriptions: pd.DataFrame, observed_until: pd.Timestamp,

@@ -17,10 +17,10 @@ from features.labels import (
     DEFAULT_GRACE_DAYS,
     LOOKBACK_DAYS,
     MIN_LOOKBACK_DAYS,
-    MIN_OBSERVATION_DATES,
     LabelSettings,
     account_spells,
     churned_within,
+    splits_in_time,
 )
 from features.pointintime import KEYS, build_features
 
@@ -115,8 +115,8 @@ def labelled_rows(tables: Tables, label: LabelSettings,
 
     Observation dates run every ``label.frequency`` from ``first`` (default ``label.first_date``,
     else the first date at least ``LOOKBACK_DAYS`` after the data's activity starts, so that the
-    usage windows are filled; on data too short for ``MIN_OBSERVATION_DATES`` dates that way, as
-    early as ``MIN_LOOKBACK_DAYS`` after it) to the last date whose horizon ends on or before
+    usage windows are filled; on data too short for a time split that way, as early as
+    ``MIN_LOOKBACK_DAYS`` after it) to the last date whose horizon ends on or before
     ``observed_until``
     (default: ``tables.observed_until()``, the mapping's choice or else the latest data date);
     later dates would have unobserved labels and are left out.
@@ -131,7 +131,7 @@ def labelled_rows(tables: Tables, label: LabelSettings,
     if first is None:
         start = tables.activity_start()
         first = start + pd.Timedelta(days=LOOKBACK_DAYS)
-        if len(observation_dates(first, last, label.frequency)) < MIN_OBSERVATION_DATES:
+        if not splits_in_time(observation_dates(first, last, label.frequency), label.horizon_days):
             first = start + pd.Timedelta(days=MIN_LOOKBACK_DAYS)
     dates = observation_dates(pd.Timestamp(first), last, label.frequency)
     if not dates:

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from features.contract import Tables, validate_tables
-from features.labels import LabelSettings
+from features.labels import LabelSettings, splits_in_time
 from features.rows import LabelError, churn_rates, feature_rows, labelled_rows, scoring_rows
 from features.sources import load_tables
+from features.synthetic import generate
 from tests.conftest import SHARED_DATA
 
 
@@ -108,3 +109,12 @@ def test_short_data_starts_observing_early_enough_for_a_time_split():
     assert len(dates) >= 4
     assert dates[0] == pd.Timestamp("2024-02-01")  # 30 days of history at least
     assert dates[-1] <= pd.Timestamp("2024-09-20") - pd.Timedelta(days=90)
+
+
+def test_a_year_of_generated_data_labels_enough_dates_for_a_time_split():
+    # 90 days of history first would leave seven monthly dates: with a 90-day horizon, no
+    # training date ends its label before a validation date that ends its own before two tests.
+    tables = generate(accounts=150, months=12, seed=5)
+    dates = sorted(set(labelled_rows(tables, LabelSettings())["as_of"]))
+    assert splits_in_time(dates, 90)
+    assert not splits_in_time(dates[2:], 90)
