@@ -20,6 +20,7 @@ from cli.common import (
     model_uri_for,
     progress,
     report,
+    warn,
 )
 from features.mlflow_defaults import DEFAULT_MODEL_NAME, champion_uri
 from training.config import TrainConfig
@@ -86,6 +87,8 @@ def train(
         f"(model {lift_h.get('roc_auc', float('nan')):+.3f} ROC AUC)\n"
         f"  promotion: {p['decision']}: {p['reason']}\n"
         f"  tracking: {result.tracking_uri}", highlight=False)
+    for message in result.warnings:
+        warn(message)
 
 
 def _config(path: Path | None) -> TrainConfig:

@@ -108,3 +108,24 @@ def health_backtest(y_true: np.ndarray, health: np.ndarray,
     green_churners = int(y_true[names == best].sum())
     return {"bands": per_band, "churners": churners, f"{best}_churners": green_churners,
             f"{best}_churner_share": (green_churners / churners) if churners else float("nan")}
+
+
+#: A held-out ROC AUC at or below this ranks accounts hardly better than at random.
+CHANCE_ROC_AUC = 0.55
+
+
+def quality_warnings(model: dict[str, float], logistic: dict[str, float]) -> list[str]:
+    """What a user must know before trusting a model's held-out figures: ranking close to chance,
+    or a logistic regression on the same columns ranking better."""
+    auc, lr = model.get("roc_auc", float("nan")), logistic.get("roc_auc", float("nan"))
+    if not np.isfinite(auc):
+        return []
+    if auc <= CHANCE_ROC_AUC:
+        return [f"held-out ROC AUC {auc:.3f} is close to chance (0.5): the features carry little "
+                "churn signal in this data, so the scores rank accounts hardly better than at "
+                "random; check the churn definition and the mapping before acting on them"]
+    if np.isfinite(lr) and lr > auc:
+        return [f"the logistic-regression baseline ranks the held-out accounts better ({lr:.3f} "
+                f"against {auc:.3f}): with this little data or signal, try --tune or a stronger "
+                "regularisation (docs/training.md)"]
+    return []

@@ -31,6 +31,7 @@ from features.pointintime import family_availability
 from features.scorer import ModelScorer
 from training import plots, promotion
 from training.artifacts import shap_values
+from training.metrics import quality_warnings
 from training.run import Progress, TrainingRun, quiet
 
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
@@ -71,6 +72,8 @@ class TrainResult:
     promotion: dict[str, object] = field(default_factory=dict)
     dataset_digest: str = ""
     tuning: dict[str, object] = field(default_factory=dict)
+    #: What to know before trusting the figures (:func:`training.metrics.quality_warnings`).
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -386,8 +389,10 @@ def record(run: TrainingRun, *, tracking: str | None = None,
         decision = promotion.gate(Registry(uri), config.model_name, version, X_test=run.X_test,
                                   y_test=run.y_test, challenger_proba=final.proba,
                                   window=window, settings=config.promotion, metadata=metadata)
+        warnings = quality_warnings(final.metrics["model"], final.metrics["logreg"])
         mlflow.set_tags({"promotion.decision": decision.decision,
-                         "promotion.reason": decision.reason})
+                         "promotion.reason": decision.reason,
+                         **({"quality.warning": " ".join(warnings)} if warnings else {})})
         progress(f"version {version}: {decision.decision} ({decision.reason})")
         m = final.metrics
         result = TrainResult(
@@ -403,6 +408,6 @@ def record(run: TrainingRun, *, tracking: str | None = None,
             validation_dates=run.dates(holdout.valid), best_iteration=final.model.best_iteration_,
             calibration=final.calibrator.to_dict(), segment_auc=segments,
             health_backtest=health_bt, backtest=run.backtest, promotion=decision.to_dict(),
-            dataset_digest=run.digest, tuning=run.tuning)
+            dataset_digest=run.digest, tuning=run.tuning, warnings=warnings)
         mlflow.log_dict(json.loads(json.dumps(result.to_dict(), default=str)), "summary.json")
     return result

@@ -177,3 +177,14 @@ def test_a_registered_model_is_read_from_the_store_given_whatever_mlflows_global
     finally:
         mlflow.set_tracking_uri(previous)
     assert metadata["run_id"] == by_alias["run_id"] == registered_model.result.run_id
+
+
+def test_quality_warnings_name_chance_level_and_a_better_baseline() -> None:
+    from training.metrics import quality_warnings
+
+    chance = quality_warnings({"roc_auc": 0.49}, {"roc_auc": 0.53})
+    assert len(chance) == 1 and "close to chance" in chance[0] and "0.490" in chance[0]
+    beaten = quality_warnings({"roc_auc": 0.70}, {"roc_auc": 0.74})
+    assert len(beaten) == 1 and "0.740 against 0.700" in beaten[0]
+    assert quality_warnings({"roc_auc": 0.80}, {"roc_auc": 0.74}) == []
+    assert quality_warnings({"roc_auc": float("nan")}, {}) == []
