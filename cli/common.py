@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 
 from features.contract import DataContractError, Tables
-from features.sources import load_tables
+from features.snapshot import Snapshot
+from features.sources import load_data, load_tables
 
 if TYPE_CHECKING:
     from serving.settings import ServingSettings
@@ -55,16 +56,25 @@ def load(data: Path | str, quiet: bool = False) -> Tables:
     return tables
 
 
+def load_any(data: Path | str) -> Tables | Snapshot:
+    """:func:`load`, or the snapshot export a snapshot mapping declares (for the commands that
+    take both: check and train); what loading noticed is left to :func:`report`."""
+    try:
+        return load_data(data)
+    except DataContractError as exc:
+        fail(str(exc))
+
+
 def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {message}", highlight=False)
 
 
-def report(tables: Tables) -> bool:
-    """Print what was understood of ``tables`` (:func:`features.check.check`); True if it holds
-    no problem that stops training."""
+def report(tables: Tables | Snapshot) -> bool:
+    """Print what was understood of ``tables`` (:func:`features.check.check`, or a snapshot's
+    own summary); True if it holds no problem that stops training."""
     from features.check import check
 
-    data = check(tables)
+    data = tables if isinstance(tables, Snapshot) else check(tables)
     for line in data.lines():
         if line.startswith("warning: "):
             warn(line[len("warning: "):])
@@ -72,7 +82,7 @@ def report(tables: Tables) -> bool:
             err.print(f"[bold red]problem:[/] {line[len('problem: '):]}", highlight=False)
         else:
             err.print(line, highlight=False)
-    return not data.problems
+    return not getattr(data, "problems", [])
 
 
 def model_uri_for(model_uri: str | None, model_name: str | None,

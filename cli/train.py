@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -17,12 +17,16 @@ from cli.common import (
     fail,
     json_default,
     load,
+    load_any,
     model_uri_for,
     progress,
     report,
 )
 from features.mlflow_defaults import DEFAULT_MODEL_NAME, champion_uri
 from training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from training.tracking import TrainResult
 
 
 def train(
@@ -51,7 +55,7 @@ def train(
         cfg.label.horizon_days = horizon
     if model_name is not None:
         cfg.model_name = model_name
-    tables = load(data, quiet=True)
+    tables = load_any(data)
     report(tables)
     try:
         result = run_training(tables, cfg, tracking=tracking_uri, observed_until=observed_until,
@@ -60,6 +64,9 @@ def train(
         fail(str(exc))
     if as_json:
         print(json.dumps(result.to_dict(), default=json_default, indent=2))
+        return
+    if result.cross_validation:
+        _print_cross_validated(result)
         return
     m, b, h = result.metrics, result.baseline_metrics, result.health_baseline_metrics
     p = result.promotion
@@ -84,6 +91,30 @@ def train(
         f"(model {lift_b.get('roc_auc', float('nan')):+.3f} ROC AUC)\n"
         f"  rule-only health score: ROC AUC {h['roc_auc']:.3f}  PR AUC {h['pr_auc']:.3f} "
         f"(model {lift_h.get('roc_auc', float('nan')):+.3f} ROC AUC)\n"
+        f"  promotion: {p['decision']}: {p['reason']}\n"
+        f"  tracking: {result.tracking_uri}", highlight=False)
+
+
+def _print_cross_validated(result: TrainResult) -> None:
+    """The summary of a snapshot export's run: cross-validated, next to the logistic regression."""
+    cv, p, m = result.cross_validation, result.promotion, result.metrics
+    aliases = "challenger, champion" if p["promoted"] else "challenger"
+
+    def spread(key: str) -> str:
+        return f"{cv[key]['mean']:.3f} ± {cv[key]['std']:.3f}"
+
+    folds = ", ".join(f"{r['model_roc_auc']:.3f}" for r in result.backtest)
+    err.print(
+        f"\n[bold]model {result.model_name} version {result.model_version}[/] (alias {aliases}), "
+        f"run {result.run_id}\n"
+        f"  stratified {len(result.backtest)}-fold cross-validation over {result.test_rows:,} "
+        f"accounts (a snapshot: not point-in-time), churn rate {m['churn_rate']:.1%}\n"
+        f"  LightGBM: ROC AUC {spread('model_roc_auc')} (folds {folds}), PR AUC "
+        f"{spread('model_pr_auc')}\n"
+        f"  logistic regression on the same columns: ROC AUC {spread('logreg_roc_auc')}, PR AUC "
+        f"{spread('logreg_pr_auc')}\n"
+        f"  final model fitted on all accounts; out-of-fold Brier {m['brier']:.4f}, ECE "
+        f"{m['ece']:.4f}\n"
         f"  promotion: {p['decision']}: {p['reason']}\n"
         f"  tracking: {result.tracking_uri}", highlight=False)
 

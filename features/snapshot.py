@@ -133,7 +133,7 @@ class SnapshotMap(BaseModel):
 def snake_case(column: str) -> str:
     """A feature name of a column: ``MonthlyCharges`` -> ``monthly_charges``, ``Total day
     minutes`` -> ``total_day_minutes``, ``customerID`` -> ``customer_id``."""
-    text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(column))
+    text = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", str(column))
     text = re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")
     return text if text and text[0].isalpha() else f"x_{text}"
 
