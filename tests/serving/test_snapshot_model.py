@@ -51,3 +51,24 @@ def test_a_snapshot_model_refuses_values_outside_its_declared_bounds(api):
         {"account_id": "x", "features": {**CUSTOMER, "tenure": -3}}]})
     assert response.status_code == 422
     assert "tenure" in response.json()["detail"][0]["field"]
+
+
+def test_the_pyfunc_of_a_snapshot_model_gives_the_api_probabilities(api, snapshot_models):
+    import mlflow
+    import pandas as pd
+
+    body = api.post("/v1/scores", json={"accounts": [
+        {"account_id": "new", "features": CUSTOMER}, {"account_id": "loyal", "features": LOYAL}]}
+                    ).json()
+    mlflow.set_tracking_uri(snapshot_models.tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model("models:/ibm-telco-churn@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
+    schema = model.metadata.get_input_schema()
+    frame = pd.DataFrame({  # a feature not sent is a missing value, as in the API
+        col.name: pd.Series([r.get(col.name) for r in (CUSTOMER, LOYAL)],
+                            dtype=object if "string" in str(col.type) else "float64")
+        for col in schema.inputs})
+    assert list(model.predict(frame)) == pytest.approx(
+        [s["churn_probability"] for s in body["scores"]], abs=1e-9)
