@@ -23,6 +23,7 @@ from cli.common import (
     report,
 )
 from features.mlflow_defaults import DEFAULT_MODEL_NAME, champion_uri
+from features.snapshot import Snapshot
 from training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ def train(
     if model_name is not None:
         cfg.model_name = model_name
     tables = load_any(data)
-    report(tables)
+    if not report(tables) and isinstance(tables, Snapshot):
+        fail("the problem above stops the training (nothing was trained)")
     try:
         result = run_training(tables, cfg, tracking=tracking_uri, observed_until=observed_until,
                               progress=progress, show_progress=not as_json, tune=tune)

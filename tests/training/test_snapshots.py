@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow import MlflowClient
+from typer.testing import CliRunner
 
+from cli.main import app
 from features.mapping import MAPPINGS_DIR
 from features.sources import load_data
 from training.crossval import fit_snapshot
@@ -79,7 +81,9 @@ class _NoTags:
         raise AssertionError("a weaker challenger must not become champion")
 
 
-def test_the_leakage_guard_stops_a_bank_mapping_that_keeps_the_complaint(tmp_path: Path):
+@pytest.fixture(scope="module")
+def leaking_bank(tmp_path_factory) -> Path:
+    """The shipped bank mapping with its leaking Complain column kept as a feature."""
     shipped = yaml.safe_load((MAPPINGS_DIR / "bank-churn-records.yaml").read_text())
     snap = shipped["snapshot"]
     del snap["drop"]["Complain"]
@@ -87,7 +91,24 @@ def test_the_leakage_guard_stops_a_bank_mapping_that_keeps_the_complaint(tmp_pat
     shipped["data"] = str((MAPPINGS_DIR / shipped["data"]).resolve())
     if not Path(shipped["data"]).is_dir():
         pytest.skip("shared data set not found")
-    (tmp_path / "bank.yaml").write_text(yaml.safe_dump(shipped))
+    path = tmp_path_factory.mktemp("leak") / "bank.yaml"
+    path.write_text(yaml.safe_dump(shipped))
+    return path
+
+
+def test_the_leakage_guard_stops_a_bank_mapping_that_keeps_the_complaint(leaking_bank):
     with pytest.raises(LeakageError, match=r"complain \(ROC AUC 0\.99\d\) alone separates.*"
                        r"features\.allow_leaky: \[complain\].*snapshot\.drop"):
-        fit_snapshot(load_data(tmp_path / "bank.yaml"))
+        fit_snapshot(load_data(leaking_bank))
+
+
+def test_check_and_train_name_the_leak_before_training(leaking_bank, tmp_path):
+    for command in ("check", "train"):
+        result = CliRunner().invoke(app, [command, "--data", str(leaking_bank),
+                                          *(["--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
+                                            if command == "train" else [])])
+        out = " ".join(result.output.split())
+        assert result.exit_code != 0, out
+        assert "problem: complain (ROC AUC 0.998) alone separates" in out
+        assert "allow_leaky: [complain]" in out and "snapshot.drop" in out
+    assert "nothing was trained" in out and not (tmp_path / "m.db").exists()
