@@ -160,7 +160,7 @@ def _log_plots(tmp: Path, run: TrainingRun, importance: pd.Series) -> None:
 def _log_params_and_metrics(run: TrainingRun, tune_trials: int) -> None:
     config, ts, s = run.config, run.training_set, run.config.split
     mlflow.log_params({
-        "horizon_days": config.label.horizon_days, "grace_days": config.label.grace_days,
+        "horizon_days": run.horizon_days, "grace_days": config.label.grace_days,
         "observation_frequency": config.label.frequency,
         "test_dates": s.test_dates, "validation_dates": s.validation_dates,
         "backtest_folds": s.backtest_folds, "observed_until": run.observed_until,

@@ -9,6 +9,7 @@ from features.contract import Tables
 from features.snapshot import Snapshot
 from features.sources import load_data
 from training.config import TrainConfig
+from training.crossval import fit_snapshot
 from training.dataset import TrainingSet
 from training.run import Progress, fit_run, quiet
 from training.tracking import TrainResult, record
@@ -26,8 +27,6 @@ def run_training(data: str | Path | Tables | Snapshot, config: TrainConfig | Non
     """
     tables = data if isinstance(data, Tables | Snapshot) else load_data(data)
     if isinstance(tables, Snapshot):
-        from training.crossval import fit_snapshot
-
         if tune or observed_until or training_set is not None:
             raise ValueError("a snapshot export has no dates to tune on or observe until: train "
                              "it without tune, observed_until or training_set")
