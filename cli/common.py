@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from features.contract import DataContractError, Tables
-from features.sources import load_tables
+from features.snapshot import Snapshot
+from features.sources import load_data, load_tables
 
 if TYPE_CHECKING:
     from serving.settings import ServingSettings
@@ -34,12 +36,12 @@ ServingConfigOpt = Annotated[Path | None, typer.Option(
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
 def progress(message: str) -> None:
-    err.print(f"[dim]-[/] {message}", highlight=False)
+    err.print(f"[dim]-[/] {escape(message)}", highlight=False)
 
 
 def load(data: Path | str, quiet: bool = False) -> Tables:
@@ -55,24 +57,49 @@ def load(data: Path | str, quiet: bool = False) -> Tables:
     return tables
 
 
+def load_any(data: Path | str) -> Tables | Snapshot:
+    """:func:`load`, or the snapshot export a snapshot mapping declares (for the commands that
+    take both: check and train); what loading noticed is left to :func:`report`."""
+    try:
+        return load_data(data)
+    except DataContractError as exc:
+        fail(str(exc))
+
+
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False)
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
 
-def report(tables: Tables) -> bool:
-    """Print what was understood of ``tables`` (:func:`features.check.check`); True if it holds
-    no problem that stops training."""
+def report(tables: Tables | Snapshot) -> bool:
+    """Print what was understood of ``tables`` (:func:`features.check.check`, or a snapshot's
+    own summary); True if it holds no problem that stops training."""
     from features.check import check
 
-    data = check(tables)
-    for line in data.lines():
+    data = tables if isinstance(tables, Snapshot) else check(tables)
+    lines = data.lines()
+    if isinstance(tables, Snapshot):
+        lines += [f"problem: {p}" for p in _snapshot_leaks(tables)]
+    for line in lines:
         if line.startswith("warning: "):
             warn(line[len("warning: "):])
         elif line.startswith("problem: "):
-            err.print(f"[bold red]problem:[/] {line[len('problem: '):]}", highlight=False)
+            err.print(f"[bold red]problem:[/] {escape(line[len('problem: '):])}",
+                      highlight=False)
         else:
-            err.print(line, highlight=False)
-    return not data.problems
+            err.print(escape(line), highlight=False)
+    return not any(line.startswith("problem: ") for line in lines)
+
+
+def _snapshot_leaks(snapshot: Snapshot) -> list[str]:
+    """The leakage guard on a snapshot's rows, as training will apply it (before any training:
+    a snapshot's columns are all known at once)."""
+    from training.leakage import LeakageError, check_leakage
+
+    try:
+        check_leakage(snapshot.frame[snapshot.feature_names], snapshot.frame["churned"].to_numpy())
+    except LeakageError as exc:
+        return [f"{exc}, or leave its column out under the mapping's snapshot.drop"]
+    return []
 
 
 def model_uri_for(model_uri: str | None, model_name: str | None,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DataOpt, err, fail, load, parse_dates, report
+from cli.common import DataOpt, err, fail, load, load_any, parse_dates, report
 
 
 def generate(
@@ -67,6 +67,7 @@ def features(
 def check(data: DataOpt) -> None:
     """Say what was understood of a data set before any training: files read and ignored, rows
     and dates per table, the extract date, feature families, churn rate per observation date,
-    warnings. Exits 1 when something would stop training."""
-    if not report(load(data, quiet=True)):
+    warnings (for a snapshot export: its label, features, columns left out and how it is
+    validated). Exits 1 when something would stop training."""
+    if not report(load_any(data)):
         raise typer.Exit(1)

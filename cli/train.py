@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -17,13 +17,18 @@ from cli.common import (
     fail,
     json_default,
     load,
+    load_any,
     model_uri_for,
     progress,
     report,
     warn,
 )
 from features.mlflow_defaults import DEFAULT_MODEL_NAME, champion_uri
+from features.snapshot import Snapshot
 from training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from training.tracking import TrainResult
 
 
 def train(
@@ -52,8 +57,9 @@ def train(
         cfg.label.horizon_days = horizon
     if model_name is not None:
         cfg.model_name = model_name
-    tables = load(data, quiet=True)
-    report(tables)
+    tables = load_any(data)
+    if not report(tables) and isinstance(tables, Snapshot):
+        fail("the problem above stops the training (nothing was trained)")
     try:
         result = run_training(tables, cfg, tracking=tracking_uri, observed_until=observed_until,
                               progress=progress, show_progress=not as_json, tune=tune)
@@ -61,6 +67,9 @@ def train(
         fail(str(exc))
     if as_json:
         print(json.dumps(result.to_dict(), default=json_default, indent=2))
+        return
+    if result.cross_validation:
+        _print_cross_validated(result)
         return
     m, b, h = result.metrics, result.baseline_metrics, result.health_baseline_metrics
     p = result.promotion
@@ -89,6 +98,30 @@ def train(
         f"  tracking: {result.tracking_uri}", highlight=False)
     for message in result.warnings:
         warn(message)
+
+
+def _print_cross_validated(result: TrainResult) -> None:
+    """The summary of a snapshot export's run: cross-validated, next to the logistic regression."""
+    cv, p, m = result.cross_validation, result.promotion, result.metrics
+    aliases = "challenger, champion" if p["promoted"] else "challenger"
+
+    def spread(key: str) -> str:
+        return f"{cv[key]['mean']:.3f} ± {cv[key]['std']:.3f}"
+
+    folds = ", ".join(f"{r['model_roc_auc']:.3f}" for r in result.backtest)
+    err.print(
+        f"\n[bold]model {result.model_name} version {result.model_version}[/] (alias {aliases}), "
+        f"run {result.run_id}\n"
+        f"  stratified {len(result.backtest)}-fold cross-validation over {result.test_rows:,} "
+        f"accounts (a snapshot: not point-in-time), churn rate {m['churn_rate']:.1%}\n"
+        f"  LightGBM: ROC AUC {spread('model_roc_auc')} (folds {folds}), PR AUC "
+        f"{spread('model_pr_auc')}\n"
+        f"  logistic regression on the same columns: ROC AUC {spread('logreg_roc_auc')}, PR AUC "
+        f"{spread('logreg_pr_auc')}\n"
+        f"  final model fitted on all accounts; out-of-fold Brier {m['brier']:.4f}, ECE "
+        f"{m['ece']:.4f}\n"
+        f"  promotion: {p['decision']}: {p['reason']}\n"
+        f"  tracking: {result.tracking_uri}", highlight=False)
 
 
 def _config(path: Path | None) -> TrainConfig:

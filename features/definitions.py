@@ -516,11 +516,16 @@ def categorical_features(config: FeatureConfig | None = None) -> list[str]:
 
 def catalogue_records(config: FeatureConfig | None = None) -> list[dict[str, object]]:
     """The catalogue as plain records (for MLflow artifacts, the API and the docs)."""
+    return spec_records(catalogue(config))
+
+
+def spec_records(specs: tuple[FeatureSpec, ...] | list[FeatureSpec]) -> list[dict[str, object]]:
+    """Feature declarations as plain records (stored with a model: serving reads them)."""
     return [
         {"name": s.name, "family": s.family, "table": s.table, "window_days": s.window_days,
          "aggregation": s.aggregation, "dtype": s.dtype, "unit": s.unit,
          "description": s.description, "short": s.short or s.description,
          "signal": s.signal_name, "low": s.bounds[0],
          "high": s.bounds[1]}
-        for s in catalogue(config)
+        for s in specs
     ]

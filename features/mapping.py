@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from features.contract import (
     TABLES,
@@ -35,6 +35,7 @@ from features.contract import (
     validate_table,
 )
 from features.definitions import AccountAttribute, FeatureConfig
+from features.snapshot import SnapshotMap
 
 #: Worked mappings shipped with the package.
 MAPPINGS_DIR = Path(__file__).parent / "mappings"
@@ -136,9 +137,12 @@ class Mapping(BaseModel):
     data: str | None = None
     #: The day the data was exported [default: the day of its latest activity].
     extract_date: str | None = None
-    tables: dict[str, TableMap]
+    tables: dict[str, TableMap] = {}
     features: FeaturesMap = FeaturesMap()
     churn: ChurnMap = ChurnMap()
+    #: A snapshot export (one row per account with a churned flag) instead of ``tables``:
+    #: :mod:`features.snapshot`.
+    snapshot: SnapshotMap | None = None
 
     @field_validator("tables")
     @classmethod
@@ -147,10 +151,22 @@ class Mapping(BaseModel):
         if unknown:
             raise ValueError(f"unknown table(s) {', '.join(unknown)}; the contract has "
                              f"{', '.join(_SPECS)}")
-        for name in ("accounts", "subscriptions"):
-            if name not in value:
-                raise ValueError(f"the required table {name!r} is not mapped")
         return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Mapping:
+        if self.snapshot is not None:
+            extra = [k for k in ("tables", "features", "churn", "extract_date")
+                     if k in self.model_fields_set]
+            if extra:
+                raise ValueError(f"a snapshot mapping has no {', '.join(extra)} section: its "
+                                 "columns are declared under snapshot")
+            return self
+        for name in ("accounts", "subscriptions"):
+            if name not in self.tables:
+                raise ValueError(f"the required table {name!r} is not mapped (or declare a "
+                                 "snapshot export under snapshot:)")
+        return self
 
 
 ColumnMap.model_rebuild()

@@ -33,6 +33,7 @@ from features.contract import (
 )
 from features.mapping import Mapping, apply_mapping, contract_mapping, read_mapping, shipped_mapping
 from features.redaction import redact
+from features.snapshot import Snapshot, apply_snapshot
 
 #: The suffixes we read, in the order we look for them.
 SUFFIXES = (".parquet", ".csv", ".csv.gz")
@@ -191,8 +192,21 @@ def load_tables(location: str | Path) -> Tables:
     (``*.yaml``) or an Ibis database URL (see the module docstring).
 
     Raises:
-        DataContractError: a required table or column is missing, or a value breaks the contract.
+        DataContractError: a required table or column is missing, or a value breaks the contract
+            (or the mapping declares a snapshot export, which has no contract tables).
     """
+    data = load_data(location)
+    if isinstance(data, Snapshot):
+        raise DataContractError(str(location), "a snapshot export (one row per account, no "
+                                "dates) has no event-log tables: it can be checked, trained and "
+                                "served (churn check, train, serve), not used for point-in-time "
+                                "features (docs/snapshot-exports.md)")
+    return data
+
+
+def load_data(location: str | Path) -> Tables | Snapshot:
+    """:func:`load_tables`, or the :class:`~features.snapshot.Snapshot` a snapshot mapping
+    declares (the commands that train and check take both)."""
     if is_url(location):
         return load_database(str(location))
     path = Path(location)
@@ -267,8 +281,10 @@ def _unread_files(data_dir: Path) -> list[str]:
     return out
 
 
-def load_mapped(mapping: str | Path | Mapping, data: str | Path | None = None) -> Tables:
-    """Load a data set through a mapping into validated contract tables.
+def load_mapped(mapping: str | Path | Mapping, data: str | Path | None = None
+                ) -> Tables | Snapshot:
+    """Load a data set through a mapping into validated contract tables (a
+    :class:`~features.snapshot.Snapshot` for a snapshot mapping).
 
     Args:
         mapping: a mapping file (YAML), the name of a shipped mapping (``"sim-dev"``,
@@ -290,10 +306,14 @@ def load_mapped(mapping: str | Path | Mapping, data: str | Path | None = None) -
                                     "the mapping")
         data = mapping.data if is_url(mapping.data) else base / mapping.data
     source = TableReader(data if is_url(data) else Path(data))
+    if mapping.snapshot is not None:
+        return apply_snapshot(mapping.snapshot, source, name=mapping.name,
+                              data_label=redact(data))
     return apply_mapping(mapping, source, redact(data))
 
 
-def load_database(url: str, mapping: str | Path | Mapping | None = None) -> Tables:
+def load_database(url: str, mapping: str | Path | Mapping | None = None
+                  ) -> Tables | Snapshot:
     """Tables from a database reached through an Ibis URL (e.g. ``postgresql://u@host:5432/db``).
 
     Without a mapping the database holds the contract's tables under their own names

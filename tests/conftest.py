@@ -110,3 +110,47 @@ def registered_model(default_data_dir: Path, tmp_path_factory: pytest.TempPathFa
             record.write_text(json.dumps(result.to_dict()))
         result = TrainResult(**json.loads(record.read_text()))
     return RegisteredModel(uri, result.model_name, result.model_version, default_data_dir, result)
+
+
+#: The shipped snapshot mappings (one row per account with a churned flag) and their data sets.
+SNAPSHOT_MAPPINGS = ("ibm-telco-churn", "orange-telecom-churn", "bank-churn-records")
+#: Quick settings for the snapshot runs of the tests: bigger steps, fewer rounds, 3 folds.
+SNAPSHOT_QUICK = {"lightgbm": {"learning_rate": 0.1, "num_boost_round": 300,
+                               "early_stopping_rounds": 20}}
+
+
+@dataclass
+class SnapshotModels:
+    tracking_uri: str
+    results: dict[str, object]  # mapping name -> TrainResult
+
+
+@pytest.fixture(scope="session")
+def snapshot_models(tmp_path_factory: pytest.TempPathFactory) -> SnapshotModels:
+    """Each shipped snapshot mapping trained end to end (3-fold cross-validation, quick LightGBM
+    settings) and registered under its data set's name in one SQLite store; once for all
+    workers (tests only read the store)."""
+    import dataclasses
+
+    from features.mapping import MAPPINGS_DIR
+    from features.sources import load_data
+    from training.config import TrainConfig
+    from training.tracking import TrainResult
+    from training.train import run_training
+
+    for name in SNAPSHOT_MAPPINGS:
+        if not (SHARED_DATA / name).is_dir():
+            pytest.skip(f"shared data set not found at {SHARED_DATA / name}")
+    with shared_once(tmp_path_factory, "snapshot-models") as (root, todo):
+        record = root / "results.json"
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        if todo:
+            empty_mlflow_store(root / "mlflow.db")
+            config = TrainConfig.model_validate(SNAPSHOT_QUICK)
+            done = {}
+            for name in SNAPSHOT_MAPPINGS:
+                snapshot = dataclasses.replace(load_data(MAPPINGS_DIR / f"{name}.yaml"), folds=3)
+                done[name] = run_training(snapshot, config, tracking=uri).to_dict()
+            record.write_text(json.dumps(done))
+        results = {k: TrainResult(**v) for k, v in json.loads(record.read_text()).items()}
+    return SnapshotModels(uri, results)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from features.snapshot import CROSS_VALIDATION
 from training.config import PromotionSettings
 from training.metrics import classification_metrics
 
@@ -102,7 +103,8 @@ def gate(registry: Registry, model_name: str, version: str, *, X_test: pd.DataFr
          y_test: np.ndarray, challenger_proba: np.ndarray, window: list[str],
          settings: PromotionSettings, metadata: dict) -> Decision:
     """Compare the challenger (``metadata``: its model metadata) with the champion on the
-    challenger's test window; promote if it wins by ``settings.margin``. The first version of a
+    challenger's test window (a snapshot export's models: by their cross-validated metric); promote
+    if it wins by ``settings.margin``. The first version of a
     model is promoted without a contest; a champion trained on another data set or feature set is
     no contest either: the challenger is refused and the reason names both."""
     metric = settings.metric
@@ -114,6 +116,9 @@ def gate(registry: Registry, model_name: str, version: str, *, X_test: pd.DataFr
         decision = Decision(True, "first", "no champion yet", **base)
     elif (why := _not_comparable(registry.metadata(model_name, champion_version), metadata)):
         decision = Decision(False, "refused", why, champion_version=champion_version, **base)
+    elif metadata.get("validation") == CROSS_VALIDATION:
+        decision = _cross_validated(registry.metadata(model_name, champion_version),
+                                    champion_version, settings, base)
     else:
         scorer, meta = registry.scorer(model_name, champion_version)
         champion = classification_metrics(y_test, scorer.predict(X_test))[metric]
@@ -134,6 +139,23 @@ def gate(registry: Registry, model_name: str, version: str, *, X_test: pd.DataFr
         registry.set_champion(model_name, str(version))
     _write_tags(registry, model_name, str(version), decision)
     return decision
+
+
+def _cross_validated(champion_meta: dict, champion_version: str, settings: PromotionSettings,
+                     base: dict) -> Decision:
+    """A snapshot export's models: the final model saw every row, so the champion cannot be
+    scored on rows it did not train on; both are compared by their cross-validated (out-of-fold)
+    metric on their own data set, recorded with each model."""
+    metric, challenger = settings.metric, float(base["challenger_score"])
+    champion = float((champion_meta.get("metrics") or {}).get(metric, float("nan")))
+    wins = bool(np.isfinite(challenger) and (not np.isfinite(champion)
+                                              or challenger >= champion + settings.margin))
+    verdict = "beats" if wins else "does not beat"
+    reason = (f"challenger cross-validated {metric} {challenger:.4f} {verdict} champion "
+              f"v{champion_version}'s {champion:.4f} + margin {settings.margin:g} (a snapshot "
+              "export: each model's out-of-fold score on its own rows)")
+    return Decision(wins, "promoted" if wins else "refused", reason,
+                    champion_version=champion_version, champion_score=champion, **base)
 
 
 def promote(registry: Registry, model_name: str, version: str, reason: str) -> Decision:

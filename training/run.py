@@ -17,6 +17,7 @@ from features.contract import Tables
 from features.health import HealthReference, health_scores, rule_risk
 from features.key_events import with_key_events
 from features.scorer import ModelScorer
+from features.snapshot import CROSS_VALIDATION, Snapshot
 from training.artifacts import reference_distributions
 from training.calibrator import Calibrator
 from training.config import TrainConfig
@@ -136,9 +137,14 @@ def _fold_record(outcome: FoldOutcome, as_of: pd.Series) -> dict[str, object]:
 @dataclass
 class TrainingRun:
     """What one run computed, ready to be recorded: the final model on the held-out window, its
-    baselines, the backtest and the data it came from."""
+    baselines, the backtest and the data it came from.
 
-    tables: Tables
+    A run on a snapshot export (``validation`` = ``"cross-validation"``, made by
+    :func:`training.crossval.fit_snapshot`) has no dates: ``backtest`` holds its folds, ``cv``
+    their mean and spread, and ``final`` the out-of-fold scores of every row.
+    """
+
+    tables: Tables | Snapshot
     config: TrainConfig
     training_set: TrainingSet
     holdout: Fold
@@ -147,14 +153,36 @@ class TrainingRun:
     digest: str
     started: float
     tuning: dict[str, object] = field(default_factory=dict)
+    #: "time" (observation dates) or "cross-validation" (a snapshot's stratified folds).
+    validation: str = "time"
+    cv: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def cross_validated(self) -> bool:
+        return self.validation == CROSS_VALIDATION
 
     @property
     def as_of(self) -> pd.Series:
         return self.training_set.frame["as_of"]
 
     def dates(self, mask: np.ndarray) -> list[str]:
-        """The observation dates of a fold's mask, as ``YYYY-MM-DD``."""
+        """The observation dates of a fold's mask, as ``YYYY-MM-DD`` (none for a snapshot)."""
+        if self.cross_validated:
+            return []
         return self.holdout.dates(self.as_of, mask)
+
+    @property
+    def observed_until(self) -> str:
+        """The last day churn is known, as ``YYYY-MM-DD`` ("" for a snapshot: no dates)."""
+        date = self.training_set.observed_until
+        return "" if date is None or pd.isna(date) else f"{date:%Y-%m-%d}"
+
+    @property
+    def horizon_days(self) -> int | None:
+        """The churn window of the label (a snapshot's only when its mapping says)."""
+        if isinstance(self.tables, Snapshot):
+            return self.tables.horizon_days
+        return self.config.label.horizon_days
 
     @property
     def X_test(self) -> pd.DataFrame:  # noqa: N802

@@ -72,6 +72,10 @@ class TrainResult:
     promotion: dict[str, object] = field(default_factory=dict)
     dataset_digest: str = ""
     tuning: dict[str, object] = field(default_factory=dict)
+    #: "time", or "cross-validation" for a snapshot export: then ``metrics`` are out-of-fold
+    #: over every row, ``backtest`` holds the folds and ``cross_validation`` their mean and spread.
+    validation: str = "time"
+    cross_validation: dict[str, dict[str, float]] = field(default_factory=dict)
     #: What to know before trusting the figures (:func:`training.metrics.quality_warnings`).
     warnings: list[str] = field(default_factory=list)
 
@@ -120,7 +124,10 @@ class LineageDataset(PandasDataset):
 def _log_lineage(run: TrainingRun) -> None:
     """``mlflow.log_input`` for the training and test rows (the Datasets tab of the run)."""
     holdout, frame = run.holdout, run.training_set.frame
-    for context, mask in (("training", holdout.train | holdout.valid), ("test", holdout.test)):
+    contexts = [("training", holdout.train | holdout.valid)]
+    if not run.cross_validated:  # a snapshot's rows are each tested on once, in its folds
+        contexts.append(("test", holdout.test))
+    for context, mask in contexts:
         with warnings.catch_warnings():
             # MLflow warns that a path-like source is ambiguous; it does not apply to a lineage
             # record.
@@ -156,10 +163,11 @@ def _log_plots(tmp: Path, run: TrainingRun, importance: pd.Series) -> None:
 def _log_params_and_metrics(run: TrainingRun, tune_trials: int) -> None:
     config, ts, s = run.config, run.training_set, run.config.split
     mlflow.log_params({
-        "horizon_days": config.label.horizon_days, "grace_days": config.label.grace_days,
+        "horizon_days": run.horizon_days, "grace_days": config.label.grace_days,
         "observation_frequency": config.label.frequency,
         "test_dates": s.test_dates, "validation_dates": s.validation_dates,
-        "backtest_folds": s.backtest_folds, "observed_until": f"{ts.observed_until:%Y-%m-%d}",
+        "backtest_folds": s.backtest_folds, "observed_until": run.observed_until,
+        "validation": run.validation,
         "calibration": config.calibration.method, "promotion_metric": config.promotion.metric,
         "promotion_margin": config.promotion.margin, "tune_trials": tune_trials,
         "data_source": run.tables.source, "tables": ",".join(run.tables.available),
@@ -176,15 +184,20 @@ def _log_params_and_metrics(run: TrainingRun, tune_trials: int) -> None:
     for name, lift in run.lifts.items():
         mlflow.log_metrics({f"lift_over_{name}_{k}": v for k, v in lift.items()})
     mlflow.log_metric("train_rows", float(run.holdout.train.sum()))
+    # A snapshot's stratified folds are logged as the time backtest is, under "cv".
+    prefix = "cv" if run.cross_validated else "backtest"
     for step, rec in enumerate(run.backtest):
-        mlflow.log_metrics({f"backtest_{k}": float(v) for k, v in rec.items()
+        mlflow.log_metrics({f"{prefix}_{k}": float(v) for k, v in rec.items()
                             if isinstance(v, int | float) and np.isfinite(v)}, step=step)
     if run.backtest:
         table = pd.DataFrame(run.backtest)
         means = table.select_dtypes("number").mean()
-        mlflow.log_metrics({f"backtest_mean_{k}": float(v) for k, v in means.items()
+        mlflow.log_metrics({f"{prefix}_mean_{k}": float(v) for k, v in means.items()
                             if np.isfinite(v)})
-        mlflow.log_table(table.astype({"validation_dates": str}), "backtest.json")
+        mlflow.log_table(table.astype({c: str for c in ("validation_dates",) if c in table}),
+                         f"{prefix}.json")
+    for name, stats in run.cv.items():
+        mlflow.log_metrics({f"cv_{name}_{k}": v for k, v in finite(stats).items()})
 
 
 def model_metadata(run: TrainingRun, run_id: str) -> dict[str, Any]:
@@ -194,9 +207,12 @@ def model_metadata(run: TrainingRun, run_id: str) -> dict[str, Any]:
         "model_name": config.model_name,
         "encoder": model.encoder_.to_dict(),
         "catalogue": ts.catalogue,
-        "horizon_days": config.label.horizon_days,
+        "horizon_days": run.horizon_days,
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "observed_until": f"{ts.observed_until:%Y-%m-%d}",
+        "observed_until": run.observed_until,
+        # "time" or "cross-validation" (a snapshot export: metrics are out-of-fold, no dates).
+        "validation": run.validation,
+        "cross_validation": run.cv,
         "metrics": finite(run.metrics),
         "run_id": run_id,
         "calibration": run.final.calibrator.to_dict(),
@@ -401,13 +417,14 @@ def record(run: TrainingRun, *, tracking: str | None = None,
             metrics=m["model"], baseline_metrics=m["logreg"],
             train_rows=int(holdout.train.sum()), test_rows=int(holdout.test.sum()),
             train_dates=run.dates(holdout.train), test_dates=window,
-            observed_until=f"{ts.observed_until:%Y-%m-%d}",
+            observed_until=run.observed_until,
             seconds=round(time.perf_counter() - run.started, 1),
             top_features=list(importance.index[:5]), uncalibrated_metrics=m["uncalibrated"],
             health_baseline_metrics=m["health_rules"], lift_over_baselines=run.lifts,
             validation_dates=run.dates(holdout.valid), best_iteration=final.model.best_iteration_,
             calibration=final.calibrator.to_dict(), segment_auc=segments,
             health_backtest=health_bt, backtest=run.backtest, promotion=decision.to_dict(),
-            dataset_digest=run.digest, tuning=run.tuning, warnings=warnings)
+            dataset_digest=run.digest, tuning=run.tuning, validation=run.validation,
+            cross_validation=run.cv, warnings=warnings)
         mlflow.log_dict(json.loads(json.dumps(result.to_dict(), default=str)), "summary.json")
     return result
