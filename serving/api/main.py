@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from serving.api.routes import history, model, ops, scores
+from serving.api.routes import history, model, ops, scores, worklist
 from serving.auth import require_api_key
 from serving.schemas import Problem, score_columns_model, score_request_model
 
@@ -15,6 +15,7 @@ v1 = APIRouter(dependencies=[Depends(require_api_key)],
                responses={401: {"model": Problem, "description": "No valid API key"}})
 v1.include_router(scores.router)
 v1.include_router(model.router)
+v1.include_router(worklist.router)
 v1.include_router(history.router)
 
 api_router = APIRouter()
