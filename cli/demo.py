@@ -1,5 +1,6 @@
 """``churn demo``: generate data, train and register a model, score every account, then serve
-the API on localhost, announcing it (a ready-to-paste curl) once it answers."""
+the API and the CS console on localhost, announcing them (the console's address and a
+ready-to-paste curl) once they answer."""
 
 from __future__ import annotations
 
@@ -94,6 +95,7 @@ def announce_when_ready(port: int, example: str, tracking: str) -> None:
         return
     err.print("\nThe API is ready. Score accounts with:\n", highlight=False)
     print(example, flush=True)
+    print(f"\nCS console (portfolio, worklist, accounts): {base}/ui", flush=True)
     err.print(f"\nPortfolio: curl -s {base}/v1/portfolio\nAPI docs: {base}/docs\n"
               f"MLflow UI: {venv_command('mlflow')} ui --backend-store-uri {tracking}\n",
               highlight=False)

@@ -90,11 +90,10 @@ def _render(request: Request, name: str, token: str | None, status_code: int = 2
 
 def _model(request: Request, token: str | None) -> LoadedModel | HTMLResponse:
     model = getattr(request.app.state, "model", None)
-    if model is None:
-        reason = getattr(request.app.state, "model_error", None) or "no model loaded"
+    if model is None:  # why is in the server's log (a page never shows a path or URL)
         return _render(request, "problem.html", token, 503, title="No model is loaded",
-                       message=f"No model is loaded: {reason}. The console shows the scores "
-                               "of the served model.")
+                       message="The console shows the scores of the served model, and none is "
+                               "loaded yet: see the server's log.")
     return model
 
 
