@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 WIDTH, HEIGHT = 640, 220
-LEFT, RIGHT, TOP, BOTTOM = 44, 16, 12, 36
+LEFT, RIGHT, TOP, BOTTOM = 48, 16, 12, 40
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Chart:
     height: int
     series: list[Series]
     y_ticks: list[tuple[float, str]]
-    x_ticks: list[tuple[float, str]]
+    x_ticks: list[tuple[float, str, str]]  # x, label, text-anchor
     left: int = LEFT
     right: int = WIDTH - RIGHT
     top: int = TOP
@@ -60,6 +60,9 @@ def history_chart(history: Sequence[dict[str, Any]]) -> Chart | None:
          f"{r['as_of']}: churn probability {r['churn_probability']:.0%}")
         for i, r in enumerate(rows)])
     step = max(1, len(rows) // 6)
-    x_ticks = [(x(i), str(rows[i]["as_of"])) for i in range(0, len(rows), step)]
+    ticks = sorted({*range(0, len(rows), step), len(rows) - 1})
+    # The outer labels lean inwards, so they stay inside the drawing.
+    x_ticks = [(x(i), str(rows[i]["as_of"]), "middle" if len(rows) == 1 else
+                "start" if i == 0 else "end" if i == len(rows) - 1 else "middle") for i in ticks]
     return Chart(WIDTH, HEIGHT, [health, risk], [(y(v), str(v)) for v in (0, 25, 50, 75, 100)],
                  x_ticks)
