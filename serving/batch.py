@@ -72,15 +72,20 @@ def score_frame(model: LoadedModel, frame: pd.DataFrame, settings: ServingSettin
     return out
 
 
-def account_contexts(frame: pd.DataFrame, as_of: dt.date) -> dict[str, AccountContext]:
+def account_contexts(frame: pd.DataFrame, as_of: dt.date, not_applicable: Iterable[str] = ()
+                     ) -> dict[str, AccountContext]:
     """``{account_id: context}`` of the rows of one date: mrr, renewal date (``as_of`` plus
-    ``days_to_renewal``), ``owner`` and the recency features, where the frame has them."""
+    ``days_to_renewal``), ``owner`` and the recency features, where the frame has them (and
+    they are not in ``not_applicable``: a data set without surveys has no survey recency, rather
+    than "never surveyed")."""
     def column(name: str) -> list[Any]:
         if name not in frame.columns:
             return [None] * len(frame)
         return [_clean(v) for v in frame[name].astype(object).tolist()]
 
-    recency = {name: column(name) for name in RECENCY_FEATURES if name in frame.columns}
+    skip = set(not_applicable)
+    recency = {name: column(name) for name in RECENCY_FEATURES
+               if name in frame.columns and name not in skip}
     out = {}
     for i, (account, mrr, days, owner) in enumerate(zip(
             frame["account_id"].astype(str).tolist(), column("mrr"), column("days_to_renewal"),
@@ -110,7 +115,7 @@ def score_to_store(model: LoadedModel, frame: pd.DataFrame, store: ScoreStore,
         scores = score_frame(model, part, settings)
         results[as_of] = store.write(scores, as_of=as_of, model_name=model.name,
                                      model_version=model.version, horizon_days=model.horizon_days,
-                                     context=account_contexts(part, as_of))
+                                     context=account_contexts(part, as_of, model.not_applicable))
         progress(f"{as_of}: {results[as_of].written:,} scores written, "
                  f"{results[as_of].kept:,} already stored for this model version (kept)")
     return results

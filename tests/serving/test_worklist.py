@@ -207,3 +207,19 @@ def test_a_store_written_before_the_console_columns(store_url):
         "mrr", "owner", "renewal_date", "revenue_at_risk", "recency"}
     assert store.account("B", "churn-risk")[0]["revenue_at_risk"] == pytest.approx(12 * 5000 * 0.3)
     assert store.account("A", "churn-risk")[1]["owner"] is None
+
+
+def test_account_contexts_from_the_scoring_rows():
+    import pandas as pd
+
+    from serving.batch import account_contexts
+
+    frame = pd.DataFrame({"account_id": ["A", "B"], "as_of": [D1, D1], "mrr": [120.0, None],
+                          "days_to_renewal": [30.0, None], "owner": ["Ana", None],
+                          "days_since_last_survey": [None, None],
+                          "days_since_last_event": [3.0, None]})
+    contexts = account_contexts(frame, D1, not_applicable={"days_since_last_survey"})
+    assert contexts["A"] == AccountContext(mrr=120.0, renewal_date=D1 + dt.timedelta(30),
+                                           owner="Ana", recency={"days_since_last_event": 3.0})
+    # Without surveys in the model's data there is no survey recency, rather than "never".
+    assert contexts["B"] == AccountContext(recency={"days_since_last_event": None})
