@@ -62,6 +62,12 @@ class AccountContext:
 CONSOLE_COLUMNS = ("mrr", "renewal_date", "owner", "revenue_at_risk", "recency")
 
 
+#: What :meth:`ScoreStore.latest` reads (the JSON of components, weights ... is left unread).
+WORKLIST_COLUMNS = ("account_id", "as_of", "churn_probability", "risk_band", "health_score",
+                    "health_band", "quadrant", "survey_due", "owner", "mrr", "revenue_at_risk",
+                    "renewal_date", "reasons")
+
+
 def _table(metadata: sa.MetaData, name: str) -> sa.Table:
     return sa.Table(
         name, metadata,
@@ -280,7 +286,8 @@ class ScoreStore:
             where.append(sa.and_(t.c.renewal_date >= snap.as_of, t.c.renewal_date <= snap.as_of
                                  + dt.timedelta(days=renewal_within_days))
                          if "renewal_date" in stored else sa.false())
-        return self._rows(sa.select(*self.columns()).where(*where))
+        return self._rows(sa.select(*(c for c in self.columns() if c.name in WORKLIST_COLUMNS))
+                          .where(*where))
 
     def previous(self, snap: Snapshot) -> dict[str, float]:
         """``{account_id: churn probability}`` of each account's latest score by the same model
