@@ -150,6 +150,10 @@ def test_worklist_sorts_and_filters(page, console):
     page.wait_for_url(re.compile(r".*/ui/accounts$"))
     listed = api(console, "/v1/accounts", limit=50)
     assert [r["id"] for r in rows(page)] == [a["account_id"] for a in listed["accounts"]]
+    unlabelled = page.evaluate("""() => [...document.querySelectorAll(
+        'select, input:not([type=hidden]), button')].filter(e => !(e.labels && e.labels.length)
+        && !e.textContent.trim()).map(e => e.outerHTML)""")
+    assert unlabelled == []  # every control says what it is
 
     page.get_by_role("link", name="Churn prob.").click()
     page.wait_for_url(re.compile(r"sort=churn_probability"))
