@@ -202,6 +202,8 @@ def test_readable_on_a_phone(page, console):
         page.goto(console.url + path)
         # Nothing wider than the screen but the worklist's own scrolling box.
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+        # No inline style or script: the pages work under a strict Content-Security-Policy.
+        assert page.evaluate("document.querySelectorAll('[style], script').length") == 0, path
 
 
 def test_the_key_is_not_logged(console):
