@@ -42,8 +42,11 @@ def test_generate_train_features_serve_score(tmp_path: Path) -> None:
     accounts = [{"account_id": a, "features": f} for a, f in zip(
         rows.account_id, values.where(values.notna(), None).to_dict("records"), strict=True)]
 
+    store = f"sqlite:///{tmp_path / 'scores.db'}"
+    churn("score", "--data", str(data), "--tracking-uri", uri, "--store-url", store, cwd=tmp_path)
+
     def argv(port: int) -> list[str]:
-        return [*CHURN, "serve", "--port", str(port), "--tracking-uri", uri]
+        return [*CHURN, "serve", "--port", str(port), "--tracking-uri", uri, "--store-url", store]
 
     with start_server(argv, {}, tmp_path, ready=True) as server:
         model = httpx.get(f"{server.url}/v1/model").json()
@@ -51,6 +54,12 @@ def test_generate_train_features_serve_score(tmp_path: Path) -> None:
         answer = httpx.post(f"{server.url}/v1/scores", json={"accounts": accounts}, timeout=30)
         assert answer.status_code == 200, answer.text
         body = answer.json()
+        # The scores `churn score` stored, as the worklist and the console show them.
+        worklist = httpx.get(f"{server.url}/v1/accounts", params={"limit": 5}).json()
+        assert worklist["total"] == len(today) and len(worklist["accounts"]) == 5
+        console = httpx.get(f"{server.url}/ui/accounts")
+        assert console.status_code == 200
+        assert f'/ui/accounts/{worklist["accounts"][0]["account_id"]}"' in console.text
     assert body["model_name"] == "churn-risk" and body["model_version"] == "1"
     scores = body["scores"]
     assert [s["account_id"] for s in scores] == list(rows.account_id)
