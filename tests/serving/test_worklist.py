@@ -223,3 +223,22 @@ def test_account_contexts_from_the_scoring_rows():
                                            owner="Ana", recency={"days_since_last_event": 3.0})
     # Without surveys in the model's data there is no survey recency, rather than "never".
     assert contexts["B"] == AccountContext(recency={"days_since_last_event": None})
+
+
+def test_the_worklist_on_sqlite_and_postgresql(store_url):
+    from serving.worklist import Filters, worklist
+
+    url, name = store_url
+    store = ScoreStore(url, table=name)
+    write_day(store, D1, prob_index=0)
+    write_day(store, D2)
+    first = worklist(store, "churn-risk", sort="risk_change", filters=Filters(owner="Ana"),
+                     limit=1)
+    assert [a["account_id"] for a in first["accounts"]] == ["A"] and first["total"] == 2
+    assert first["accounts"][0]["risk_change"] == pytest.approx(0.5)
+    rest = worklist(store, "churn-risk", sort="risk_change", filters=Filters(owner="Ana"),
+                    limit=1, cursor=first["next_cursor"])
+    assert [a["account_id"] for a in rest["accounts"]] == ["C"] and rest["next_cursor"] is None
+    soon = worklist(store, "churn-risk", filters=Filters(renewal_within_days=30, survey_due=True))
+    assert [a["account_id"] for a in soon["accounts"]] == ["A", "D"]
+    assert soon["accounts"][0]["days_to_renewal"] == 20
