@@ -1,5 +1,6 @@
 """``churn demo``: generate data, train and register a model, score every account, then serve
-the API on localhost, announcing it (a ready-to-paste curl) once it answers."""
+the API and the CS console on localhost, announcing them (the console's address and a
+ready-to-paste curl) once they answer."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import typer
 
 from cli.common import err, fail, load, progress, serving_settings
 
+#: Months of score history the demo stores before today's scores.
+HISTORY_MONTHS = 2
 #: How long the announcement waits for the server to answer /readyz.
 READY_TIMEOUT_S = 300.0
 
@@ -34,7 +37,7 @@ def demo(
 ) -> None:
     """Generate data, train and register a model, score every account, then serve it on
     localhost (portfolio and account history answer at once)."""
-    from features.rows import feature_rows
+    from features.rows import default_scoring_date, feature_rows
     from features.synthetic import generate as make
     from features.synthetic import write_tables
     from serving.batch import score_data
@@ -58,12 +61,16 @@ def demo(
         "churn demo", host="127.0.0.1", port=port, workers=1, tracking_uri=tracking,
         model_uri=f"models:/{result.model_name}/{result.model_version}",
         score_store_url=f"sqlite:///{(workdir / 'churn-scores.db').resolve()}")
+    # Today and a month and two months before: the console's charts and changes in risk have a
+    # history to show.
+    today = default_scoring_date(tables)
+    dates = [today - pd.DateOffset(months=k) for k in range(HISTORY_MONTHS, -1, -1)]
     try:
-        scored = score_data(tables, settings, progress=progress)
+        scored = score_data(tables, settings, dates=dates, progress=progress)
     except StoreError as exc:
         fail(str(exc))
-    err.print(f"[bold green]scored[/] {scored.written:,} accounts into the score store",
-              highlight=False)
+    err.print(f"[bold green]scored[/] {scored.written:,} account-dates ({len(dates)} monthly "
+              "dates) into the score store", highlight=False)
     example = curl_example(feature_rows(tables), port)
     if not serve_api:
         print(example, flush=True)
@@ -94,6 +101,7 @@ def announce_when_ready(port: int, example: str, tracking: str) -> None:
         return
     err.print("\nThe API is ready. Score accounts with:\n", highlight=False)
     print(example, flush=True)
+    print(f"\nCS console (portfolio, worklist, accounts): {base}/ui", flush=True)
     err.print(f"\nPortfolio: curl -s {base}/v1/portfolio\nAPI docs: {base}/docs\n"
               f"MLflow UI: {venv_command('mlflow')} ui --backend-store-uri {tracking}\n",
               highlight=False)

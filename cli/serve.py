@@ -32,6 +32,10 @@ def serve(
     workers: Annotated[int | None, typer.Option(
         help="Worker processes, each its own SO_REUSEPORT socket on the port "
              "[default: $CHURN_WORKERS or 1]")] = None,
+    store_url: Annotated[str | None, typer.Option(
+        help="SQLAlchemy URL of the score store `churn score` writes (history, portfolio, "
+             "worklist, console) [default: $CHURN_SCORE_STORE_URL or "
+             "sqlite:///churn-scores.db]")] = None,
     config: ServingConfigOpt = None,
 ) -> None:
     """Serve churn scores over HTTP (FastAPI + uvicorn).
@@ -42,7 +46,7 @@ def serve(
 
     settings = serving_settings("churn serve", host=host, port=port, workers=workers,
                                 model_uri=model_uri_for(model_uri, model_name),
-                                tracking_uri=tracking_uri,
+                                tracking_uri=tracking_uri, score_store_url=store_url,
                                 config_file=config)
     try:
         settings.check_exposure()

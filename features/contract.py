@@ -81,6 +81,8 @@ ACCOUNTS = TableSpec(
         Column("industry", "str", required=False, nullable=True),
         Column("segment", "str", required=False, nullable=True),
         Column("signup_date", "date", required=False, nullable=True),
+        # The CSM who holds the account: shown and filtered on by the CS console, never a feature.
+        Column("owner", "str", required=False, nullable=True),
     ),
     required=True,
     key=("account_id",),

@@ -25,6 +25,9 @@ from features.io import atomic_dir
 PLANS = ("starter", "growth", "enterprise")
 PLAN_SHARES = (0.55, 0.35, 0.10)
 SEGMENTS = ("SMB", "MidMarket", "Enterprise")  # by plan index
+#: The CSMs holding the accounts of each plan (the accounts table's ``owner``).
+OWNERS = (("Ana Ruiz", "Ben Okafor", "Chloe Martin"), ("Dev Patel", "Emma Larsen"),
+          ("Femi Adeyemi",))
 SEAT_RANGES = ((3, 10), (10, 40), (40, 200))  # inclusive, by plan index
 PRICE_PER_SEAT = (12.0, 25.0, 45.0)
 PLATFORM_FEE = (0.0, 0.0, 1500.0)
@@ -344,6 +347,7 @@ def generate(accounts: int = 3000, months: int = 24, seed: int = 7,
         "industry": np.array(INDUSTRIES, dtype=object)[industry],
         "segment": np.array(SEGMENTS, dtype=object)[plan],
         "signup_date": pd.to_datetime(start_d + signup_day),
+        "owner": _owners(seed, plan),
     })
 
     sub_end_arr = np.array(sub_end, dtype=np.int64)
@@ -363,6 +367,14 @@ def generate(accounts: int = 3000, months: int = 24, seed: int = 7,
     return validate_tables(Tables(accounts=accounts_df, subscriptions=subs_df,
                                   usage_events=usage_df, touchpoints=touch_df, surveys=surveys_df,
                                   source="<synthetic>"))
+
+
+def _owners(seed: int, plan: np.ndarray) -> np.ndarray:
+    """The CSM of each account: a book of accounts per CSM team, by plan. Drawn from a stream of
+    its own, so the rest of the data is what the seed gave before owners existed."""
+    pick = np.random.default_rng([seed, 1]).random(plan.size)
+    return np.array([OWNERS[p][int(u * len(OWNERS[p]))] for p, u in zip(plan.tolist(),
+                     pick.tolist(), strict=True)], dtype=object)
 
 
 def _touchpoints(rng: np.random.Generator, touch_parts: list, ticket_parts: list, H: np.ndarray,

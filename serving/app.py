@@ -15,6 +15,7 @@ import contextlib
 import gc
 import json
 import os
+import secrets
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -133,6 +134,9 @@ def serve(settings: ServingSettings | None = None) -> None:
     settings.check_exposure()  # ValueError: /v1/* would be open to the network without keys
     # Taken before anything loads: a second server refused now, not after its model load.
     with claim_port(settings.host, settings.port):
+        if settings.workers > 1 and not settings.console_secret:
+            # One console secret for every worker: a session cookie holds wherever it lands.
+            settings = settings.model_copy(update={"console_secret": secrets.token_urlsafe(32)})
         if settings.workers > 1 and sys.platform.startswith("linux"):
             # Each worker rebuilds the settings from the env and listens on its own
             # SO_REUSEPORT socket, so connections are spread over the workers (serving.workers).

@@ -4,7 +4,9 @@ store out.
 The rows are :func:`features.rows.feature_rows`' (the rule that builds training rows too), scored
 by the same :func:`serving.scoring.score_accounts` as the API with the weights, bands, thresholds
 and number of reasons from :class:`~serving.settings.ServingSettings`, so a stored score is what
-the API would have answered for the same features and model.
+the API would have answered for the same features and model. Beside each score the store keeps
+what the CS console shows (:class:`~serving.store.AccountContext`): the account's mrr, renewal
+date and recency features from the same rows, and its owner from the accounts table.
 """
 
 from __future__ import annotations
@@ -27,9 +29,13 @@ from serving.loader import load_model
 from serving.model import LoadedModel
 from serving.scoring import AccountScore, Bands, score_accounts
 from serving.settings import ServingSettings
-from serving.store import ScoreStore, WriteResult
+from serving.store import AccountContext, ScoreStore, WriteResult
 
 CHUNK = 5_000
+#: Features the console shows as the account's survey, touchpoint and usage recency.
+RECENCY_FEATURES = ("days_since_last_survey", "days_since_last_nps", "days_since_last_nps_sent",
+                    "days_since_last_proactive", "days_since_last_review",
+                    "days_since_last_event")
 Progress = Callable[[str], None]
 
 
@@ -66,15 +72,50 @@ def score_frame(model: LoadedModel, frame: pd.DataFrame, settings: ServingSettin
     return out
 
 
+def account_contexts(frame: pd.DataFrame, as_of: dt.date, not_applicable: Iterable[str] = ()
+                     ) -> dict[str, AccountContext]:
+    """``{account_id: context}`` of the rows of one date: mrr, renewal date (``as_of`` plus
+    ``days_to_renewal``), ``owner`` and the recency features, where the frame has them (and
+    they are not in ``not_applicable``: a data set without surveys has no survey recency, rather
+    than "never surveyed")."""
+    def column(name: str) -> list[Any]:
+        if name not in frame.columns:
+            return [None] * len(frame)
+        return [_clean(v) for v in frame[name].astype(object).tolist()]
+
+    skip = set(not_applicable)
+    recency = {name: column(name) for name in RECENCY_FEATURES
+               if name in frame.columns and name not in skip}
+    out = {}
+    for i, (account, mrr, days, owner) in enumerate(zip(
+            frame["account_id"].astype(str).tolist(), column("mrr"), column("days_to_renewal"),
+            column("owner"), strict=True)):
+        renewal = None if days is None else as_of + dt.timedelta(days=int(days))
+        out[account] = AccountContext(mrr=mrr, renewal_date=renewal,
+                                      owner=None if owner is None else str(owner),
+                                      recency={k: v[i] for k, v in recency.items()})
+    return out
+
+
+def with_owners(frame: pd.DataFrame, tables: Tables) -> pd.DataFrame:
+    """``frame`` with each account's ``owner`` from the accounts table (when it has one)."""
+    if "owner" not in tables.accounts.columns or "owner" in frame.columns:
+        return frame
+    owners = tables.accounts.set_index(tables.accounts["account_id"].astype(str))["owner"]
+    return frame.assign(owner=frame["account_id"].astype(str).map(owners))
+
+
 def score_to_store(model: LoadedModel, frame: pd.DataFrame, store: ScoreStore,
                    settings: ServingSettings, progress: Progress = lambda _: None
                    ) -> dict[dt.date, WriteResult]:
-    """Score every (account_id, as_of) row of ``frame`` and store the scores, date by date."""
+    """Score every (account_id, as_of) row of ``frame`` and store the scores with their
+    :func:`account_contexts`, date by date."""
     results = {}
     for as_of, part in frame.groupby(pd.to_datetime(frame["as_of"]).dt.date, sort=True):
         scores = score_frame(model, part, settings)
         results[as_of] = store.write(scores, as_of=as_of, model_name=model.name,
-                                     model_version=model.version, horizon_days=model.horizon_days)
+                                     model_version=model.version, horizon_days=model.horizon_days,
+                                     context=account_contexts(part, as_of, model.not_applicable))
         progress(f"{as_of}: {results[as_of].written:,} scores written, "
                  f"{results[as_of].kept:,} already stored for this model version (kept)")
     return results
@@ -126,5 +167,5 @@ def score_data(data: str | Path | Tables, settings: ServingSettings,
     progress(f"scoring {len(frame):,} account-dates with {model.name} version "
              f"{model.version or '-'}")
     store = ScoreStore(settings.score_store_url)
-    results = score_to_store(model, frame, store, settings, progress)
+    results = score_to_store(model, with_owners(frame, tables), store, settings, progress)
     return BatchResult(model, len(frame), results, list(tables.warnings))

@@ -314,3 +314,44 @@ class Problem(BaseModel):
     """Error body of 413 and 503 responses."""
 
     detail: str
+
+
+class WorklistAccount(BaseModel):
+    """One account of the worklist: its latest stored score and what makes it urgent."""
+
+    account_id: str
+    churn_probability: float = Field(description="Probability that the account churns within "
+                                     "the model's horizon")
+    risk_band: str
+    health_score: float | None = Field(description="0-100, 100 = healthiest")
+    health_band: str | None
+    quadrant: str | None = Field(description="CSAT x NPS quadrant (None without both answers)")
+    survey_due: bool
+    owner: str | None = Field(description="The CSM who holds the account (accounts.owner)")
+    mrr: float | None = Field(description="Monthly recurring revenue at the scoring date")
+    revenue_at_risk: float | None = Field(
+        description="Annualised mrr (12 x mrr) x churn probability within the model's horizon: "
+                    "the yearly revenue expected to be lost with this account (None without mrr)")
+    renewal_date: str | None = Field(description="Next renewal of the current subscription")
+    days_to_renewal: int | None = Field(description="Days from the scoring date to the renewal")
+    top_reason: str | None = Field(description="The strongest reason of the score, in words")
+    previous_churn_probability: float | None = Field(
+        description="Churn probability of the account's previous stored score (an earlier "
+                    "scoring date); None when there is none")
+    risk_change: float | None = Field(description="churn_probability - "
+                                      "previous_churn_probability (> 0: risk rising)")
+    trend: Literal["rising", "falling", "steady"] | None = Field(
+        description="The change in words; steady = less than 1 percentage point either way")
+
+
+class Worklist(BaseModel):
+    """A page of the ranked worklist."""
+
+    as_of: str = Field(description="The scoring date of the scores listed")
+    model_name: str
+    model_version: str | None
+    sort: str
+    total: int = Field(description="Accounts that pass the filters (all pages)")
+    accounts: list[WorklistAccount]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; None on "
+                                    "the last page")

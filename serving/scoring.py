@@ -117,6 +117,15 @@ class AccountScore:
         return bool(self.survey_due_reasons)
 
 
+def revenue_at_risk(mrr: float | None, churn_probability: float) -> float | None:
+    """Revenue at risk: the annualised mrr (12 x mrr) times the probability that the account
+    churns within the model's horizon, i.e. the yearly revenue the portfolio expects to lose from
+    this account (None without an mrr). The one definition the store, API and console use."""
+    if mrr is None or mrr != mrr:
+        return None
+    return 12.0 * float(mrr) * float(churn_probability)
+
+
 def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
 

@@ -140,6 +140,9 @@ class ServingSettings(BaseSettings):
     allow_anonymous: bool = Field(
         False, description="Serve /v1/* without API keys on a non-loopback host (keys are "
         "required there otherwise; on 127.0.0.1 /v1/* is open without keys, with a warning)")
+    console_secret: str | None = Field(
+        None, description="Signs the CS console's session cookies (any long random string); "
+        "default: a random one per server start, shared by its workers")
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS (empty = CORS closed)")
     score_store_url: str = Field(

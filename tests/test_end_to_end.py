@@ -50,6 +50,12 @@ def test_demo_generates_trains_scores_and_serves_the_printed_example(tmp_path: P
         portfolio = httpx.get(f"{server.url}/v1/portfolio", timeout=30)
         assert portfolio.status_code == 200, portfolio.text
         assert portfolio.json()["accounts"] > 100
+        # ... and so does the CS console, at the address the demo printed (no login on loopback).
+        console = next(line for line in lines if line.startswith("CS console"))
+        assert console.rsplit(" ", 1)[1] == f"{server.url}/ui"
+        page = httpx.get(f"{server.url}/ui", timeout=30)
+        assert page.status_code == 200
+        assert f"{portfolio.json()['accounts']:,} accounts scored on" in page.text
         mlflow_ui = next(line for line in lines if line.startswith("MLflow UI: "))
         command = shlex.split(mlflow_ui[len("MLflow UI: "):])[0]
         assert Path(tmp_path, command).exists() or Path(command).exists(), mlflow_ui
@@ -86,3 +92,9 @@ def _scores_the_feature_rows(url: str, today: pd.DataFrame) -> None:
     proba = [s["churn_probability"] for s in scores]
     assert all(0 <= p <= 1 for p in proba) and len(set(proba)) > 1
     assert all(0 <= s["health_score"] <= 100 for s in scores)
+    # The scores the demo stored for that date, as the worklist and the console show them.
+    worklist = httpx.get(f"{url}/v1/accounts", params={"limit": 5}).json()
+    assert worklist["total"] == len(today) and len(worklist["accounts"]) == 5
+    console = httpx.get(f"{url}/ui/accounts")
+    assert console.status_code == 200
+    assert f'/ui/accounts/{worklist["accounts"][0]["account_id"]}"' in console.text

@@ -1,9 +1,10 @@
 """One rule, one place: every caller of a business rule gets the same answer.
 
 The probability a model gives (the scoring API, ``churn evaluate``, the MLflow pyfunc, the
-promotion gate), the rows of a date (training and scoring), the bands, the redaction of secrets
-and the defaults shared by training and serving. The survey rules have their own agreement tests
-(``tests/features/test_surveys.py``).
+promotion gate), the rows of a date (training and scoring), the bands, the redaction of secrets,
+the defaults shared by training and serving, and the homes of the portfolio, the worklist and
+revenue at risk (the API and the console call the same functions). The survey rules have their
+own agreement tests (``tests/features/test_surveys.py``).
 """
 
 from __future__ import annotations
@@ -123,3 +124,30 @@ def test_training_and_serving_share_their_defaults(monkeypatch):
     assert settings.model_uri == champion_uri()
     assert settings.survey_policy == DEFAULT_POLICY
     assert (settings.churner_alarm, settings.wildcard_alarm) == (CHURNER_ALARM, WILDCARD_ALARM)
+
+
+def test_portfolio_worklist_and_revenue_at_risk_have_one_home_each():
+    """The console's pages and the API call the same functions: the alarms are computed in
+    serving/portfolio.py only, the worklist in serving/worklist.py, revenue at risk defined once."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    used: dict[str, set[str]] = {}  # names read (called or passed on), by file
+    calls: dict[str, set[str]] = {}
+    defined: dict[str, set[str]] = {}
+    for path in [*root.glob("serving/**/*.py"), *root.glob("cli/*.py")]:
+        where = path.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                used.setdefault(node.id, set()).add(where)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                calls.setdefault(node.func.id, set()).add(where)
+            if isinstance(node, ast.FunctionDef):
+                defined.setdefault(node.name, set()).add(where)
+    assert used["quadrant_alarms"] == {"serving/portfolio.py"}
+    assert used["portfolio_summary"] == {"serving/api/routes/history.py",
+                                         "serving/api/routes/pages.py"}
+    assert calls["worklist"] == {"serving/api/routes/worklist.py", "serving/api/routes/pages.py"}
+    assert used["revenue_at_risk"] == {"serving/store.py"}
+    assert defined["revenue_at_risk"] == {"serving/scoring.py"}

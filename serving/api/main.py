@@ -1,5 +1,6 @@
 """The API's routers assembled: operations at the root, everything else (the routers under
-``/v1``) behind the API key when keys are configured."""
+``/v1``) behind the API key when keys are configured, and the CS console's pages under ``/ui``
+(behind a console session when keys are configured)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from serving.api.routes import history, model, ops, scores
+from serving.api.routes import history, model, ops, pages, scores, worklist
 from serving.auth import require_api_key
 from serving.schemas import Problem, score_columns_model, score_request_model
 
@@ -15,11 +16,13 @@ v1 = APIRouter(dependencies=[Depends(require_api_key)],
                responses={401: {"model": Problem, "description": "No valid API key"}})
 v1.include_router(scores.router)
 v1.include_router(model.router)
+v1.include_router(worklist.router)
 v1.include_router(history.router)
 
 api_router = APIRouter()
 api_router.include_router(ops.router)
 api_router.include_router(v1)
+api_router.include_router(pages.router)
 
 
 def document_request_bodies(app: FastAPI, max_batch_size: int) -> None:

@@ -18,10 +18,14 @@ import httpx
 import numpy as np
 import pytest
 
+from serving.auth import key_digest
 from serving.loader import load_model
 from tests.servers import clean_env, free_port, uvicorn_factory_argv
 from tests.serving.conftest import MAX_BATCH, start_server
 from tests.serving.test_routes import ACCOUNT, as_columns
+
+#: The API key of the two-worker server.
+WORKERS_KEY = "two-workers-key-7c1d"
 
 pytestmark = pytest.mark.e2e
 
@@ -125,9 +129,11 @@ def test_serve_with_two_workers(local_registry, server_workdir):
         code = ("from serving.app import serve; from serving.settings import ServingSettings; "
                 f"serve(ServingSettings(host='127.0.0.1', port={port}, workers=2, "
                 f"tracking_uri={local_registry.tracking_uri!r}, max_batch_size=2, "
+                f"api_key_hashes=[{key_digest(WORKERS_KEY)!r}], "
                 "log_level='warning', risk_bands={'low': 0.0, 'high': 0.5}))")
         return [sys.executable, "-c", code]
 
+    auth = {"X-API-Key": WORKERS_KEY}
     with start_server(argv, {}, server_workdir, ready=True) as server:
         port = int(server.url.rsplit(":", 1)[1])
         # Both workers load the model before they listen; wait until both answer.
@@ -159,11 +165,20 @@ def test_serve_with_two_workers(local_registry, server_workdir):
         # Each request on a new connection, so both workers score some; every scrape, whichever
         # worker answers it, reports the total over both (multiprocess metrics).
         for _ in range(8):
-            r = httpx.post(server.url + "/v1/scores", json={"accounts": [ACCOUNT]}, timeout=30)
+            r = httpx.post(server.url + "/v1/scores", json={"accounts": [ACCOUNT]}, timeout=30,
+                           headers=auth)
             assert r.status_code == 200, r.text
             assert r.json()["scores"][0]["risk_band"] in {"low", "high"}
-        r = httpx.post(server.url + "/v1/scores", json={"accounts": [ACCOUNT] * 3}, timeout=30)
+        r = httpx.post(server.url + "/v1/scores", json={"accounts": [ACCOUNT] * 3}, timeout=30,
+                       headers=auth)
         assert r.status_code == 413
+        # A console session opened on one worker holds on the other: they share one secret.
+        login = httpx.post(server.url + "/ui/login", data={"key": WORKERS_KEY}, timeout=30)
+        assert login.status_code == 303, login.text
+        cookies = {"churn_console": login.cookies["churn_console"]}
+        pages = [httpx.get(server.url + "/ui", cookies=cookies, timeout=30).status_code
+                 for _ in range(16)]  # a new connection each: both workers answer some
+        assert pages == [200] * 16, pages
         for _ in range(8):
             text = httpx.get(server.url + "/metrics", timeout=30).text
             assert "churn_scored_accounts_total 8.0" in text, text
@@ -182,7 +197,8 @@ def test_serve_with_two_workers(local_registry, server_workdir):
         assert len(workers) == 2 and victim not in workers, workers
         assert '"event": "worker_restart"' in server.output()
         for _ in range(4):
-            r = httpx.post(server.url + "/v1/scores", json={"accounts": [ACCOUNT]}, timeout=30)
+            r = httpx.post(server.url + "/v1/scores", json={"accounts": [ACCOUNT]}, timeout=30,
+                           headers=auth)
             assert r.status_code == 200, r.text
         assert "churn_scored_accounts_total 12.0" in httpx.get(server.url + "/metrics").text
 

@@ -85,7 +85,7 @@ def test_key_matching_in_constant_time_helpers():
     assert not key_matches(None, digests)
 
 
-@pytest.mark.parametrize("path", ["/v1/model", "/v1/portfolio", "/v1/accounts/A1"])
+@pytest.mark.parametrize("path", ["/v1/model", "/v1/portfolio", "/v1/accounts", "/v1/accounts/A1"])
 def test_v1_needs_a_valid_key(client, path):
     assert client.get(path).status_code == 401
     wrong = client.get(path, headers={"Authorization": "Bearer nope"})

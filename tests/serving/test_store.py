@@ -144,3 +144,12 @@ def test_churn_score_cli_writes_history(registered_model, tmp_path):
         account = conn.execute(sa.select(store.table.c.account_id).limit(1)).scalar()
     (row,) = store.account(account, registered_model.model_name)
     assert len(row["reasons"]) == 3 and row["reasons"][0]["text"]
+    # What the console shows beside the score, from the same data.
+    from features.synthetic import OWNERS
+
+    assert row["owner"] in {name for team in OWNERS for name in team}
+    assert row["mrr"] > 0 and row["renewal_date"] >= row["as_of"]
+    assert row["revenue_at_risk"] == pytest.approx(12 * row["mrr"] * row["churn_probability"])
+    assert set(row["recency"]) >= {"days_since_last_survey", "days_since_last_proactive"}
+    assert portfolio["revenue_at_risk"] == pytest.approx(
+        sum(portfolio["revenue_at_risk_by_band"].values()))

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from features.surveys import QUADRANTS, quadrant_alarms
 from serving.api.deps import V1, ModelDep, SettingsDep, StoreDep
+from serving.portfolio import portfolio_summary
 from serving.schemas import Problem
 from serving.store import StoreError
 
@@ -25,9 +25,9 @@ def _stored(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _store_call(fn, *args):
+def _store_call(fn, *args, **kwargs):
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except StoreError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc
 
@@ -49,25 +49,14 @@ def get_account(account_id: str, store: StoreDep, model: ModelDep,
 
 @router.get("/portfolio",
             summary="The served model's portfolio: risk/health band and quadrant distribution, "
-                    "playbook alarms, surveys due",
+                    "playbook alarms, surveys due, revenue at risk",
             responses={404: {"model": Problem, "description": "No stored scores (for that date)"}})
 def get_portfolio(store: StoreDep, config: SettingsDep, model: ModelDep,
                   as_of: Annotated[date | None, Query(
                       description="Scoring date [default: the latest stored]")] = None
                   ) -> dict[str, Any]:
-    summary = _store_call(store.portfolio, model.name, as_of)
+    summary = _store_call(portfolio_summary, store, model.name, config, as_of)
     if summary is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             detail="No stored scores (for that date); run `churn score`.")
-    total = summary["accounts"] or 1
-    summary["as_of"] = summary["as_of"].isoformat()
-    mapped = {q: n for q, n in summary["quadrants"].items() if q in QUADRANTS}
-    on_map = sum(mapped.values())
-    # Shares of the accounts on the CSAT x NPS map (those with both answers), and its coverage.
-    summary["quadrant_shares"] = {q: round(n / on_map, 4) for q, n in mapped.items()}
-    summary["mapped_accounts"] = on_map
-    summary["survey_coverage"] = round(on_map / total, 4)
-    summary["survey_due_share"] = round(summary["survey_due"] / total, 4)
-    summary["alarms"] = quadrant_alarms(summary["quadrants"], summary["accounts"],
-                                        config.churner_alarm, config.wildcard_alarm)
     return summary
