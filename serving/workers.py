@@ -8,11 +8,13 @@ worker
 and ``SO_REUSEPORT`` the kernel spreads new connections over the workers by hashing the
 connection, so a burst is shared.
 
-A worker binds its socket at start but listens only once uvicorn has run the app's lifespan (the
-model is loaded), so no connection waits on a worker that is still loading. The supervisor
-restarts a worker that dies while serving, stops everything when a worker fails before it is up
-(a bad configuration fails the same way every time) and passes SIGINT/SIGTERM on for a graceful
-shutdown; if the supervisor itself is killed, the kernel stops its workers (``PR_SET_PDEATHSIG``).
+A worker binds its socket at start and listens once uvicorn has run the app's lifespan, which
+only starts the model load (:mod:`serving.lifecycle`): ``/healthz`` answers while the model
+loads. Each worker has the connection limits of :mod:`serving.limits`. The supervisor restarts a
+worker that dies while serving, stops everything when a worker fails before it is up (a bad
+configuration fails the same way every time) and passes SIGINT/SIGTERM on for a graceful
+shutdown; if the supervisor itself is killed, the kernel stops its workers
+(``PR_SET_PDEATHSIG``).
 A second server on the same port is refused, also while the first one is still loading
 (:func:`claim_port`).
 Linux only: other systems accept ``SO_REUSEPORT`` without balancing connections
@@ -138,8 +140,11 @@ def _worker(host: str, port: int, log_level: str, supervisor: int) -> None:
 
     _exit_with_supervisor(supervisor)
     sock = reuseport_socket(host, port)
+    from serving.limits import uvicorn_options
+    from serving.settings import get_settings
+
     config = uvicorn.Config("serving.app:create_app", factory=True, host=host, port=port,
-                            log_level=log_level)
+                            log_level=log_level, **uvicorn_options(get_settings()))
     uvicorn.Server(config).run(sockets=[sock])
 
 
