@@ -301,8 +301,10 @@ def check_parses(path: Path) -> None:
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         detail = next((line for line in lines if "[Fatal]" in line), lines[-1] if lines else "")
-        raise ModelLoadError(f"LightGBM cannot parse the model {path} (the parser exited with "
-                             f"{done.returncode}): {detail}", public=UNREADABLE)
+        how = (f"was killed by signal {-done.returncode}" if done.returncode < 0
+               else f"exited with {done.returncode}")
+        raise ModelLoadError(f"LightGBM cannot parse the model {path} (the parser {how}): "
+                             f"{detail}", public=UNREADABLE)
 
 
 def _read_booster(path: Path) -> lgb.Booster:
