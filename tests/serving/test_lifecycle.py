@@ -30,10 +30,12 @@ pytestmark = pytest.mark.e2e
 ONE = {"accounts": [{"account_id": "A1", "features": {"active_days_30d": 3, "plan": "growth"}}]}
 
 
-def _start_mlflow(root: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    empty_mlflow_store(root / "registry.db")  # the server would otherwise migrate a new file
-    log = (root / "mlflow-server.log").open("wb")
+def _start_mlflow(root: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """An MLflow server on ``root``'s store (a new one, or the same again on ``port``)."""
+    port = port or free_port()
+    if not (root / "registry.db").exists():
+        empty_mlflow_store(root / "registry.db")  # the server would otherwise migrate a new file
+    log = (root / "mlflow-server.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'registry.db'}",
@@ -83,7 +85,7 @@ def _wait(predicate, timeout: float = 60.0, what: str = "") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_hot_reload_bad_version_and_registry_outage(tmp_path, server_workdir):
+def test_hot_reload_bad_version_registry_outage_and_restart(tmp_path, server_workdir):
     registry, uri = _start_mlflow(tmp_path)
     try:
         b1, e1 = train_tiny_booster(seed=0)
@@ -132,6 +134,11 @@ def test_hot_reload_bad_version_and_registry_outage(tmp_path, server_workdir):
                       == f"serving the last good model: {UNREACHABLE}",
                       what="registry outage in /readyz")
                 time.sleep(1.0)
+                assert client.post("/v1/scores", json=ONE).json()["model_version"] == v2
+                # 4. restart the registry: reached again (and the broken v3 still refused)
+                registry, _ = _start_mlflow(tmp_path, port=int(uri.rsplit(":", 1)[1]))
+                _wait(lambda: f"version {v3}" in client.get("/readyz").json().get("reason", ""),
+                      what="the registry reached again after its restart")
                 assert client.post("/v1/scores", json=ONE).json()["model_version"] == v2
             finally:
                 halt.set()
