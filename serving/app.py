@@ -73,6 +73,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         # Listen at once; the model loads in the background (/readyz says when it is served).
         loader = asyncio.create_task(load_in_background(app, settings, on_loaded=settle_gc))
         tasks = [loader]
+        if settings.load_before_listening:  # a restarted worker: its siblings serve meanwhile
+            await asyncio.wait([loader])
         if settings.poll_seconds > 0 and alias_target(settings.model_uri) is not None:
             tasks.append(asyncio.create_task(poll(app, settings, first_load=loader)))
         try:

@@ -150,6 +150,10 @@ class ServingSettings(BaseSettings):
     load_attempts: int = Field(
         5, ge=1, description="Attempts to load the model at start when the registry cannot be "
         "reached (1, 2, 4 ... s apart); the server listens meanwhile")
+    load_before_listening: bool = Field(
+        False, description="Accept connections only once the model load has ended (loaded or "
+        "given up). Set by the supervisor for a restarted worker, whose siblings serve meanwhile; "
+        "a server starting listens at once")
     registry_retries: int = Field(
         2, ge=0, description="Retries of one registry call by MLflow's client "
         "(MLFLOW_HTTP_REQUEST_MAX_RETRIES wins when set)")
