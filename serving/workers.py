@@ -11,10 +11,10 @@ connection, so a burst is shared.
 A worker binds its socket at start and listens once uvicorn has run the app's lifespan, which
 only starts the model load (:mod:`serving.lifecycle`): ``/healthz`` answers while the model
 loads. Each worker has the connection limits of :mod:`serving.limits`. The supervisor restarts a
-worker that dies while serving (the new one listens once its model load has ended), stops everything when a worker fails before it is up (a bad
-configuration fails the same way every time) and passes SIGINT/SIGTERM on for a graceful
-shutdown; if the supervisor itself is killed, the kernel stops its workers
-(``PR_SET_PDEATHSIG``).
+worker that dies while serving (the new one listens once its model load has ended), stops
+everything when a worker fails before it is up (a bad configuration fails the same way every
+time) and passes SIGINT/SIGTERM on for a graceful shutdown; if the supervisor itself is killed,
+the kernel stops its workers (``PR_SET_PDEATHSIG``).
 A second server on the same port is refused, also while the first one is still loading
 (:func:`claim_port`).
 Linux only: other systems accept ``SO_REUSEPORT`` without balancing connections
