@@ -164,7 +164,7 @@ class BodyTooLarge(HTTPException):
 
 
 def _problem(status: int, detail: str, rid: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    body = json.dumps({"detail": detail}).encode()
+    body = json.dumps({"detail": detail, "request_id": rid}).encode()
     start = {"type": "http.response.start", "status": status,
              "headers": [(b"content-type", b"application/json"),
                          (b"content-length", str(len(body)).encode()),
