@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect
 from serving.api.docs import add_docs
 from serving.api.errors import client_disconnected, http_error, internal_error, validation_error
 from serving.api.main import api_router, document_request_bodies
-from serving.lifecycle import LOADING, bound_registry_client, load_in_background, poll
+from serving.lifecycle import LOADING, load_in_background, poll
 from serving.loader import alias_target
 from serving.observability import Metrics, RequestMiddleware, configure_logging, log
 from serving.service import ScoringService
@@ -66,7 +66,6 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     """The API, configured by ``settings`` (default: :func:`get_settings`, i.e. ``CHURN_*``)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
-    bound_registry_client(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

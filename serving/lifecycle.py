@@ -21,8 +21,9 @@ public reason, and the log says why.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -39,14 +40,28 @@ LOADING = "the model is still loading"
 MAX_RETRY_SECONDS = 30.0
 
 
-def bound_registry_client(settings: ServingSettings) -> None:
-    """Bound the MLflow client's own retries and timeout (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
-    ``MLFLOW_HTTP_REQUEST_TIMEOUT``; left alone when set in the environment): with MLflow's
-    defaults an unreachable registry holds one call for minutes; :func:`load_in_background`
-    does the retrying, logged."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.registry_retries))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT",
-                          str(max(1, round(settings.registry_timeout_seconds))))
+@contextlib.contextmanager
+def bounded_registry_client(settings: ServingSettings) -> Iterator[None]:
+    """Bound the MLflow client's own retries and timeout while the block runs
+    (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``MLFLOW_HTTP_REQUEST_TIMEOUT``; left alone when set in
+    the environment): with MLflow's defaults an unreachable registry holds one call for minutes;
+    :func:`load_in_background` does the retrying, logged. Restored afterwards, so that nothing
+    else in the process (a test suite, a notebook) inherits them."""
+    bounds = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(settings.registry_retries),
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, round(settings.registry_timeout_seconds)))}
+    added = [name for name in bounds if name not in os.environ]
+    for name in added:
+        os.environ[name] = bounds[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _load(settings: ServingSettings) -> LoadedModel:
+    with bounded_registry_client(settings):
+        return load_model(settings.model_uri, settings.tracking_uri, settings.treeshap)
 
 
 def set_model(app: FastAPI, model: LoadedModel) -> None:
@@ -67,7 +82,7 @@ def _as_load_error(exc: Exception, settings: ServingSettings) -> ModelLoadError:
 def try_load(app: FastAPI, settings: ServingSettings, attempt: int = 1) -> ModelLoadError | None:
     """One attempt to load the configured model; None once it serves, else the error."""
     try:
-        model = load_model(settings.model_uri, settings.tracking_uri, settings.treeshap)
+        model = _load(settings)
     except Exception as exc:  # noqa: BLE001 -- any failure must leave a running, unready app
         error = _as_load_error(exc, settings)
         app.state.model_error = error.public
@@ -112,7 +127,8 @@ def check_for_new_model(app: FastAPI, settings: ServingSettings) -> str:
     current: LoadedModel | None = app.state.model
     metrics = app.state.metrics
     try:
-        version = current_version(settings.model_uri, settings.tracking_uri)
+        with bounded_registry_client(settings):
+            version = current_version(settings.model_uri, settings.tracking_uri)
     except ModelLoadError as exc:
         metrics.reloads.labels("registry_error").inc()
         if current is None:
@@ -130,7 +146,7 @@ def check_for_new_model(app: FastAPI, settings: ServingSettings) -> str:
         app.state.reload_error = None
         return "unchanged"
     try:
-        model = load_model(settings.model_uri, settings.tracking_uri, settings.treeshap)
+        model = _load(settings)
     except Exception as exc:  # noqa: BLE001 -- a bad new version must never take the old one down
         error = _as_load_error(exc, settings)
         metrics.reloads.labels("load_error").inc()
