@@ -1,9 +1,12 @@
 """The scoring API: ``create_app`` (the FastAPI factory) and ``serve`` (run it with uvicorn).
 
-The app's lifespan loads the model and keeps it current (:mod:`serving.lifecycle`); the routes
-live in :mod:`serving.api`.
+The app's lifespan starts loading the model in the background and keeps it current
+(:mod:`serving.lifecycle`); the routes live in :mod:`serving.api`. The app itself enforces what
+must hold however it is started: the exposure rule of ``/v1/*`` (:func:`serving.settings.open_to`),
+the ``Host`` allow-list, security headers, the docs' assets served from the package (no CDN), the
+score store opened read-only. :func:`serve` adds the connection limits (:mod:`serving.limits`).
 
-Run it with ``churn serve``, or with uvicorn directly::
+Run it with ``churn serve``, or with uvicorn directly (without the connection limits then)::
 
     CHURN_MODEL_URI=models:/churn-risk@champion uvicorn serving.app:create_app --factory
 """
@@ -23,16 +26,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.concurrency import run_in_threadpool
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
-from serving.api.errors import internal_error, validation_error
+from serving.api.docs import add_docs
+from serving.api.errors import client_disconnected, http_error, internal_error, validation_error
 from serving.api.main import api_router, document_request_bodies
-from serving.lifecycle import load_at_start, poll
+from serving.lifecycle import LOADING, load_in_background, poll
 from serving.loader import alias_target
 from serving.observability import Metrics, RequestMiddleware, configure_logging, log
 from serving.service import ScoringService
-from serving.settings import ServingSettings, get_settings
-from serving.store import ScoreStore
+from serving.settings import ServingSettings, get_settings, host_allow_list
+from serving.store import ScoreStore, StoreError
 
 #: Net allocations of container objects between two young-generation collections of the cyclic
 #: GC once the model is loaded (CPython's default is 700); see :func:`settle_gc`.
@@ -64,36 +70,49 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(load_at_start, app, settings)
-        settle_gc()
-        poller = None
+        # Listen at once; the model loads in the background (/readyz says when it is served).
+        loader = asyncio.create_task(load_in_background(app, settings, on_loaded=settle_gc))
+        tasks = [loader]
+        if settings.load_before_listening:  # a restarted worker: its siblings serve meanwhile
+            await asyncio.wait([loader])
         if settings.poll_seconds > 0 and alias_target(settings.model_uri) is not None:
-            poller = asyncio.create_task(poll(app, settings))
+            tasks.append(asyncio.create_task(poll(app, settings, first_load=loader)))
         try:
             yield
         finally:
-            if poller is not None:
-                poller.cancel()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await poller
-            app.state.store.engine.dispose()
+                    await task
+            if app.state.store is not None:
+                app.state.store.engine.dispose()
 
     app = FastAPI(
         title="churn-risk",
         summary="Churn probability, reasons and customer health score of customer accounts",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # served by serving.api.docs from the package's own assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.model = None
-    app.state.model_error = "the model is still loading"
+    app.state.model_error = LOADING
     app.state.reload_error = None
     app.state.metrics = Metrics()
-    app.state.store = ScoreStore(settings.score_store_url)
+    try:  # read-only: the API never creates or writes the store (`churn score` does)
+        app.state.store = ScoreStore(settings.score_store_url, read_only=True)
+    except StoreError as exc:
+        app.state.store = None
+        log.error("score store unusable: %s", exc, extra={"event": "store_error"})
     app.state.service = ScoringService(settings, app.state.metrics)
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnect, client_disconnected)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, internal_error)
     app.include_router(api_router)
+    add_docs(app)
     document_request_bodies(app, settings.max_batch_size)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -101,6 +120,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                            allow_headers=["Authorization", "X-API-Key", "Content-Type",
                                           "X-Request-ID"],
                            expose_headers=["X-Request-ID"])
+    # Outermost after the request middleware: a request for another Host (DNS rebinding) is
+    # refused before any route, and still gets a request id, security headers and a log line.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=host_allow_list(settings))
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics,
                        max_body_bytes=settings.max_body_bytes,
                        log_requests=settings.log_requests)
@@ -128,6 +150,7 @@ def serve(settings: ServingSettings | None = None) -> None:
     """
     import uvicorn
 
+    from serving.limits import uvicorn_options
     from serving.workers import claim_port, run_workers
 
     settings = settings or get_settings()
@@ -148,7 +171,9 @@ def serve(settings: ServingSettings | None = None) -> None:
             _export_env(settings)
             uvicorn.run("serving.app:create_app", factory=True, host=settings.host,
                         port=settings.port, workers=settings.workers,
-                        log_level=settings.log_level.lower())
+                        log_level=settings.log_level.lower(),
+                        # the bounded protocol class cannot be pickled for uvicorn's workers
+                        timeout_keep_alive=settings.keep_alive_seconds)
         else:
             uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                        log_level=settings.log_level.lower())
+                        log_level=settings.log_level.lower(), **uvicorn_options(settings))

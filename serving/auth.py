@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 from fastapi import HTTPException, Request, status
 
+from serving.settings import open_to
+
 
 def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
@@ -48,9 +50,20 @@ def presented_key(request: Request) -> str | None:
 
 
 async def require_api_key(request: Request) -> None:
-    """FastAPI dependency of the ``/v1`` routes: 401 unless a configured key is presented."""
-    digests = request.app.state.settings.api_key_hashes
+    """FastAPI dependency of the ``/v1`` routes: 401 unless a configured key is presented.
+
+    Without keys, 403 for a connection from another machine unless ``allow_anonymous``
+    (:func:`serving.settings.open_to`): the app enforces the exposure rule itself, so
+    ``uvicorn serving.app:create_app --factory --host 0.0.0.0`` is as safe as ``churn serve``.
+    """
+    settings = request.app.state.settings
+    digests = settings.api_key_hashes
     if not digests:
+        if not open_to(request.client.host if request.client else None, settings):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail="No API keys are configured, so /v1/* answers only this machine; the "
+                       "operator must configure API keys (or allow anonymous access).")
         return
     if not key_matches(presented_key(request), digests):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED,

@@ -19,8 +19,17 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from features.digests import file_sha256, recorded_digests
 from features.redaction import redact
-from serving.model import TRAIN_HINT, LoadedModel, ModelLoadError, load_from_dir
+from serving.model import (
+    NOT_FOUND,
+    TAMPERED,
+    TRAIN_HINT,
+    UNREACHABLE,
+    LoadedModel,
+    ModelLoadError,
+    load_from_dir,
+)
 from serving.treeshap import Engine
 
 log = logging.getLogger(__name__)
@@ -37,7 +46,7 @@ def _check_tracking_store(tracking_uri: str) -> None:
         raise ModelLoadError(
             f"MLflow tracking store {tracking_uri} does not exist (looked for "
             f"{Path(path).resolve()}). {TRAIN_HINT} Set CHURN_TRACKING_URI or MLFLOW_TRACKING_URI "
-            "if the store is elsewhere.")
+            "if the store is elsewhere.", public=NOT_FOUND)
 
 
 def _client(tracking_uri: str):
@@ -52,8 +61,9 @@ def _not_found(exc: Exception) -> bool:
 
 
 def _resolve_registered(model_uri: str, tracking_uri: str
-                        ) -> tuple[str | None, str | None, str | None, str]:
-    """``models:/...`` -> (registered name, version, alias, artifact location of the model)."""
+                        ) -> tuple[str | None, str | None, str | None, str, dict[str, str]]:
+    """``models:/...`` -> (registered name, version, alias, artifact location of the model,
+    the digests of its files recorded at registration)."""
     from mlflow.exceptions import MlflowException
 
     ref = model_uri[len("models:/"):].strip("/")
@@ -62,7 +72,7 @@ def _resolve_registered(model_uri: str, tracking_uri: str
     try:
         if ref.startswith("m-") and "/" not in ref and "@" not in ref:
             logged = client.get_logged_model(ref)
-            return None, None, None, logged.artifact_location
+            return None, None, None, logged.artifact_location, {}
         if "@" in ref:
             name, alias = ref.split("@", 1)
             version = None
@@ -78,7 +88,7 @@ def _resolve_registered(model_uri: str, tracking_uri: str
         except MlflowException as exc:
             if _not_found(exc):
                 raise ModelLoadError(f"No registered model named '{name}' {where}. "
-                                     f"{TRAIN_HINT}") from exc
+                                     f"{TRAIN_HINT}", public=NOT_FOUND) from exc
             raise
         if alias is not None:
             try:
@@ -87,28 +97,31 @@ def _resolve_registered(model_uri: str, tracking_uri: str
                 if _not_found(exc):
                     raise ModelLoadError(
                         f"Registered model '{name}' has no alias '{alias}' {where}. "
-                        f"{TRAIN_HINT}") from exc
+                        f"{TRAIN_HINT}", public=NOT_FOUND) from exc
                 raise
         elif version == "latest":
             versions = client.search_model_versions(f"name = '{name}'")
             if not versions:
                 raise ModelLoadError(f"Registered model '{name}' has no versions {where}. "
-                                     f"{TRAIN_HINT}")
+                                     f"{TRAIN_HINT}", public=NOT_FOUND)
             version = str(max(int(v.version) for v in versions))
         elif not version.isdigit():
             raise ModelLoadError(
                 f"Unsupported model URI {model_uri!r}: use models:/{name}@<alias>, "
-                f"models:/{name}/<version> or models:/{name}/latest (stages are not supported).")
+                f"models:/{name}/<version> or models:/{name}/latest (stages are not supported).",
+                public=NOT_FOUND)
         try:
             location = client.get_model_version_download_uri(name, version)
         except MlflowException as exc:
             if _not_found(exc):
                 raise ModelLoadError(f"Registered model '{name}' has no version {version} "
-                                     f"{where}. {TRAIN_HINT}") from exc
+                                     f"{where}. {TRAIN_HINT}", public=NOT_FOUND) from exc
             raise
-        return name, version, alias, location
+        tags = dict(client.get_model_version(name, version).tags or {})
+        return name, version, alias, location, recorded_digests(tags)
     except MlflowException as exc:
-        raise ModelLoadError(f"Could not resolve {model_uri!r} {where}: {exc.message}") from exc
+        raise ModelLoadError(f"Could not resolve {model_uri!r} {where}: {exc.message}",
+                             public=UNREACHABLE, transient=True) from exc
 
 
 def _resolve_run(model_uri: str, tracking_uri: str) -> str:
@@ -140,9 +153,9 @@ def _resolve_run(model_uri: str, tracking_uri: str) -> str:
     except MlflowException as exc:
         if _not_found(exc):
             raise ModelLoadError(f"No run {run_id} in {redact(tracking_uri)}. "
-                                 f"{TRAIN_HINT}") from exc
+                                 f"{TRAIN_HINT}", public=NOT_FOUND) from exc
         raise ModelLoadError(f"Could not resolve {model_uri!r} in {redact(tracking_uri)}: "
-                             f"{exc.message}") from exc
+                             f"{exc.message}", public=UNREACHABLE, transient=True) from exc
     return run.info.artifact_uri.rstrip("/") + f"/{path}"  # a model logged as run artifacts
 
 
@@ -155,11 +168,34 @@ def _download(artifact_uri: str, tracking_uri: str) -> Path:
             artifact_uri=artifact_uri, tracking_uri=tracking_uri, registry_uri=tracking_uri)
     except MlflowException as exc:
         raise ModelLoadError(f"Could not download model artifacts from {redact(artifact_uri)}: "
-                             f"{exc.message}") from exc
+                             f"{exc.message}", public=UNREACHABLE, transient=True) from exc
     except OSError as exc:
         raise ModelLoadError(f"Could not download model artifacts from {redact(artifact_uri)}: "
-                             f"{exc}") from exc
+                             f"{exc}", public=UNREACHABLE, transient=True) from exc
     return Path(local)
+
+
+def verify_digests(model_dir: Path, digests: dict[str, str], where: str) -> None:
+    """Check the downloaded files against the digests recorded when the version was registered
+    (:mod:`features.digests`), before anything parses them.
+
+    Raises:
+        ModelLoadError: a file is missing or differs (cut short, edited, swapped).
+    """
+    if not digests:
+        log.warning("%s was registered without file digests: its files are not verified "
+                    "(register it again with `churn train` to have them checked)", where,
+                    extra={"event": "model_unverified"})
+        return
+    artifacts = model_dir / "artifacts" if (model_dir / "artifacts").is_dir() else model_dir
+    for name, expected in sorted(digests.items()):
+        path = artifacts / name
+        actual = file_sha256(path) if path.is_file() else "missing"
+        if actual != expected.lower():
+            raise ModelLoadError(
+                f"{where}: {name} does not match the SHA-256 recorded when the version was "
+                f"registered (recorded {expected}, found {actual}); the file was changed or "
+                "cut short in the artifact store. Register the model again.", public=TAMPERED)
 
 
 def _local_path(model_uri: str) -> Path | None:
@@ -182,9 +218,11 @@ def load_model(model_uri: str, tracking_uri: str, treeshap: Engine = "tables") -
         model = load_from_dir(local, model_uri=model_uri, treeshap=treeshap)
     elif model_uri.startswith("models:/"):
         _check_tracking_store(tracking_uri)
-        name, version, alias, location = _resolve_registered(model_uri, tracking_uri)
-        model = load_from_dir(_download(location, tracking_uri), model_uri=model_uri, name=name,
-                              version=version, alias=alias, treeshap=treeshap)
+        name, version, alias, location, digests = _resolve_registered(model_uri, tracking_uri)
+        local_dir = _download(location, tracking_uri)
+        verify_digests(local_dir, digests, f"{name} version {version}" if name else model_uri)
+        model = load_from_dir(local_dir, model_uri=model_uri, name=name, version=version,
+                              alias=alias, treeshap=treeshap)
     elif model_uri.startswith("runs:/"):
         _check_tracking_store(tracking_uri)
         location = _resolve_run(model_uri, tracking_uri)
@@ -229,7 +267,8 @@ def current_version(model_uri: str, tracking_uri: str) -> str | None:
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
         raise ModelLoadError(f"Could not resolve {model_uri!r} in {redact(tracking_uri)}: "
-                             f"{exc.message}") from exc
+                             f"{exc.message}", public=UNREACHABLE, transient=True) from exc
     except Exception as exc:  # noqa: BLE001 -- connection errors come in many types
         raise ModelLoadError(f"Registry {redact(tracking_uri)} unreachable: "
-                             f"{type(exc).__name__}: {exc}") from exc
+                             f"{type(exc).__name__}: {exc}", public=UNREACHABLE,
+                             transient=True) from exc

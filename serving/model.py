@@ -15,6 +15,8 @@ import json
 import logging
 import math
 import operator
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,17 +38,34 @@ from serving.treeshap import Engine, TreeShap, fast_treeshap
 log = logging.getLogger(__name__)
 
 BOOSTER_FILE = "booster.txt"
+#: What :func:`check_parses` runs in a child process, and how long it may take.
+_PARSE_CHECK = "import sys, lightgbm; lightgbm.Booster(model_file=sys.argv[1])"
+PARSE_TIMEOUT_SECONDS = 120
 METADATA_FILE = "metadata.json"
 TRAIN_HINT = ("Train and register a model with `churn train`, or point CHURN_MODEL_URI "
               "(--model-uri) at an existing model.")
 
 
+#: The public reasons a model is not served: what ``/readyz`` and a 503 say (the full message,
+#: with names, paths and URLs, goes to the log only).
+NOT_FOUND = "the configured model is not in the model registry"
+UNREACHABLE = "the model registry is unreachable"
+TAMPERED = "the model's files do not match the digests recorded when it was registered"
+UNREADABLE = "the model's files could not be read"
+UNUSABLE = "the model failed its checks"
+
+
 class ModelLoadError(RuntimeError):
     """The model could not be found or read. The message says what to do about it; any URL in it
-    (MLflow's own error text quotes them) has its secrets masked."""
+    (MLflow's own error text quotes them) has its secrets masked.
 
-    def __init__(self, message: str) -> None:
+    ``public`` is the short reason a client may see (one of the constants above); ``transient``
+    says whether trying again later may succeed (the registry was unreachable)."""
+
+    def __init__(self, message: str, *, public: str = UNUSABLE, transient: bool = False) -> None:
         super().__init__(redact(message))
+        self.public = public
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -250,26 +269,56 @@ def _artifacts_dir(model_dir: Path, model_uri: str) -> Path:
             return candidate
     raise ModelLoadError(
         f"{model_uri!r} (at {model_dir}) is not a churn-risk model: expected "
-        f"artifacts/{BOOSTER_FILE} and artifacts/{METADATA_FILE} in the model directory.")
+        f"artifacts/{BOOSTER_FILE} and artifacts/{METADATA_FILE} in the model directory.",
+        public=UNREADABLE)
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"Could not read {path}: {exc}") from exc
+        raise ModelLoadError(f"Could not read {path}: {exc}", public=UNREADABLE) from exc
     if not isinstance(metadata, dict) or not isinstance(metadata.get("encoder"), dict):
         raise ModelLoadError(f"{path} has no 'encoder' object; was the model made by "
                              "`churn train`?")
     return metadata
 
 
+def check_parses(path: Path) -> None:
+    """Parse the LightGBM model file ``path`` in a child process first.
+
+    On some malformed files (a cut-off tree, a missing field) LightGBM's parser raises a fatal
+    C++ error that ends the whole process (``terminate``), which no ``except`` can catch: in the
+    server that would be every worker reading the file. A child that parsed it proves the
+    in-process parse of the same bytes safe.
+    """
+    try:
+        done = subprocess.run([sys.executable, "-c", _PARSE_CHECK, str(path)],
+                              capture_output=True, text=True, timeout=PARSE_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired as exc:
+        raise ModelLoadError(f"Parsing the LightGBM model {path} took over "
+                             f"{PARSE_TIMEOUT_SECONDS} s", public=UNREADABLE) from exc
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        detail = next((line for line in lines if "[Fatal]" in line), lines[-1] if lines else "")
+        how = (f"was killed by signal {-done.returncode}" if done.returncode < 0
+               else f"exited with {done.returncode}")
+        raise ModelLoadError(f"LightGBM cannot parse the model {path} (the parser {how}): "
+                             f"{detail}", public=UNREADABLE)
+
+
 def _read_booster(path: Path) -> lgb.Booster:
     try:
         text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"Could not read the LightGBM model {path}: {exc}",
+                             public=UNREADABLE) from exc
+    check_parses(path)
+    try:
         booster = lgb.Booster(model_str=text)
-    except (OSError, ValueError, lgb.basic.LightGBMError) as exc:
-        raise ModelLoadError(f"Could not read the LightGBM model {path}: {exc}") from exc
+    except (ValueError, lgb.basic.LightGBMError) as exc:
+        raise ModelLoadError(f"Could not read the LightGBM model {path}: {exc}",
+                             public=UNREADABLE) from exc
     objective = next((line.split("=", 1)[1] for line in text.splitlines()[:20]
                       if line.startswith("objective=")), "")
     if objective.split(" ")[0] not in ("binary", "cross_entropy", "xentropy"):
@@ -326,7 +375,8 @@ def load_from_dir(model_dir: str | Path, *, model_uri: str = "", name: str | Non
     model_dir = Path(model_dir)
     where = model_uri or str(model_dir)
     if not model_dir.is_dir():
-        raise ModelLoadError(f"Model directory {model_dir} does not exist. {TRAIN_HINT}")
+        raise ModelLoadError(f"Model directory {model_dir} does not exist. {TRAIN_HINT}",
+                             public=NOT_FOUND)
     artifacts = _artifacts_dir(model_dir, where)
     metadata = _read_metadata(artifacts / METADATA_FILE)
     try:

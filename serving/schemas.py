@@ -28,7 +28,12 @@ from pydantic_core import PydanticCustomError
 
 from features.definitions import CATALOGUE
 
-AccountId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+#: An account id: 1-256 printable characters (no control characters such as NUL, which
+#: PostgreSQL refuses in text), in request bodies and in the path of GET /v1/accounts/{id}.
+ACCOUNT_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+ACCOUNT_ID_MAX = 256
+AccountId = Annotated[str, StringConstraints(min_length=1, max_length=ACCOUNT_ID_MAX,
+                                             pattern=ACCOUNT_ID_PATTERN)]
 CategoryValue = Annotated[str | None, Strict(), StringConstraints(max_length=200)]
 
 

@@ -150,6 +150,36 @@ class ServingSettings(BaseSettings):
         description="SQLAlchemy URL of the score store (`churn score` writes, the API reads)")
     poll_seconds: float = Field(
         30.0, ge=0, description="Seconds between checks of the model alias (0 = never)")
+    load_attempts: int = Field(
+        5, ge=1, description="Attempts to load the model at start when the registry cannot be "
+        "reached (1, 2, 4 ... s apart); the server listens meanwhile")
+    load_before_listening: bool = Field(
+        False, description="Accept connections only once the model load has ended (loaded or "
+        "given up). Set by the supervisor for a restarted worker, whose siblings serve meanwhile; "
+        "a server starting listens at once")
+    registry_retries: int = Field(
+        2, ge=0, description="Retries of one registry call by MLflow's client "
+        "(MLFLOW_HTTP_REQUEST_MAX_RETRIES wins when set)")
+    registry_timeout_seconds: float = Field(
+        10.0, gt=0, description="Timeout of one registry call (MLFLOW_HTTP_REQUEST_TIMEOUT wins "
+        "when set)")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host header values accepted ('*' = any; "
+        "'*.example.com' = its subdomains). Empty: only loopback names when /v1/* is open "
+        "without keys (against DNS rebinding from a browser), any otherwise")
+    max_header_bytes: int = Field(
+        32_768, ge=1024, description="Largest request line + headers (431 above it)")
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="A connection must send a request's headers within this "
+        "(idle and half-sent connections are closed)")
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="A request's body must arrive within this after its headers "
+        "(408 otherwise)")
+    keep_alive_seconds: int = Field(
+        5, ge=1, description="An idle keep-alive connection is closed after this")
+    max_connections: int = Field(
+        1000, ge=1, description="Open connections per worker; more are answered 503 and closed "
+        "(keeps file descriptors for /healthz and the model)")
     log_requests: bool = Field(True, description="One JSON log line per request")
     # serving.treeshap.Engine spelled out: importing it would load numba with the settings.
     treeshap: Literal["tables", "lightgbm"] = Field(
@@ -232,6 +262,29 @@ class ServingSettings(BaseSettings):
     @classmethod
     def _check_risk_bands(cls, bands: dict[str, float]) -> dict[str, float]:
         return _check_bands(bands, 1.0, "risk_bands")
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+def host_allow_list(settings: ServingSettings) -> list[str]:
+    """The ``Host`` header values the app accepts (see :attr:`ServingSettings.allowed_hosts`)."""
+    if settings.allowed_hosts:
+        return list(settings.allowed_hosts)
+    if settings.api_key_hashes or settings.allow_anonymous:
+        return ["*"]
+    return list(LOOPBACK_HOSTS)
+
+
+def open_to(client_host: str | None, settings: ServingSettings) -> bool:
+    """Whether ``/v1/*`` may answer a connection from ``client_host`` without an API key.
+
+    The one exposure rule, however the app is started: with keys configured nobody passes
+    without one; without keys only this machine does, unless ``allow_anonymous``.
+    """
+    if settings.api_key_hashes:
+        return False
+    return settings.allow_anonymous or (client_host is not None and _loopback(client_host))
 
 
 def _loopback(host: str) -> bool:

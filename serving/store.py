@@ -68,6 +68,26 @@ WORKLIST_COLUMNS = ("account_id", "as_of", "churn_probability", "risk_band", "he
                     "renewal_date", "reasons")
 
 
+def _read_only(url: str) -> tuple[str, dict[str, Any]]:
+    """``url`` and connection arguments that open the store read-only, as the API reads it.
+
+    SQLite: the file is opened with ``mode=ro``, so a mistyped path fails ("unable to open
+    database file") instead of creating an empty database. PostgreSQL: every transaction is
+    read-only, and a connection attempt gives up after a few seconds (``/readyz`` asks).
+    """
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not parsed.database.startswith("file:"):
+            query = "&".join(f"{k}={v}" for k, v in parsed.query.items())
+            path = parsed.database
+            return (f"sqlite:///file:{path}?mode=ro&uri=true" + (f"&{query}" if query else ""),
+                    {})
+        return url, {}
+    if parsed.get_backend_name() == "postgresql":
+        return url, {"options": "-c default_transaction_read_only=on", "connect_timeout": 5}
+    return url, {}
+
+
 def _table(metadata: sa.MetaData, name: str) -> sa.Table:
     return sa.Table(
         name, metadata,
@@ -101,12 +121,15 @@ def _table(metadata: sa.MetaData, name: str) -> sa.Table:
 class ScoreStore:
     """Insert-only store of scores. ``table`` lets several stores share one database."""
 
-    def __init__(self, url: str, table: str = DEFAULT_TABLE) -> None:
+    def __init__(self, url: str, table: str = DEFAULT_TABLE, *, read_only: bool = False) -> None:
         self.url = url
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        connect_args: dict[str, Any] = {}
+        if read_only:
+            url, connect_args = _read_only(url)
         try:
-            self.engine = sa.create_engine(url, pool_pre_ping=True)
+            self.engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
         except Exception as exc:  # noqa: BLE001 -- bad URL, missing driver
             raise StoreError(f"Cannot open the score store {redact(url)}: {exc}") from exc
         self.metadata = sa.MetaData()
@@ -146,6 +169,14 @@ class ScoreStore:
             else:
                 return [c for c in self.table.c if c.name in stored]
         return list(self.table.c)
+
+    def ping(self) -> None:
+        """Raise :class:`StoreError` unless the store answers a query (``/readyz``)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"Cannot reach the score store {redact(self.url)}: {exc}") from exc
 
     def exists(self) -> bool:
         try:

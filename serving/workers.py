@@ -8,11 +8,13 @@ worker
 and ``SO_REUSEPORT`` the kernel spreads new connections over the workers by hashing the
 connection, so a burst is shared.
 
-A worker binds its socket at start but listens only once uvicorn has run the app's lifespan (the
-model is loaded), so no connection waits on a worker that is still loading. The supervisor
-restarts a worker that dies while serving, stops everything when a worker fails before it is up
-(a bad configuration fails the same way every time) and passes SIGINT/SIGTERM on for a graceful
-shutdown; if the supervisor itself is killed, the kernel stops its workers (``PR_SET_PDEATHSIG``).
+A worker binds its socket at start and listens once uvicorn has run the app's lifespan, which
+only starts the model load (:mod:`serving.lifecycle`): ``/healthz`` answers while the model
+loads. Each worker has the connection limits of :mod:`serving.limits`. The supervisor restarts a
+worker that dies while serving (the new one listens once its model load has ended), stops
+everything when a worker fails before it is up (a bad configuration fails the same way every
+time) and passes SIGINT/SIGTERM on for a graceful shutdown; if the supervisor itself is killed,
+the kernel stops its workers (``PR_SET_PDEATHSIG``).
 A second server on the same port is refused, also while the first one is still loading
 (:func:`claim_port`).
 Linux only: other systems accept ``SO_REUSEPORT`` without balancing connections
@@ -132,14 +134,23 @@ def _exit_with_supervisor(supervisor: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _worker(host: str, port: int, log_level: str, supervisor: int) -> None:
-    """One worker process: its own socket, the app built from the ``CHURN_*`` environment."""
+def _worker(host: str, port: int, log_level: str, supervisor: int, restart: bool = False) -> None:
+    """One worker process: its own socket, the app built from the ``CHURN_*`` environment.
+
+    A restarted worker listens only once its model load has ended: the kernel would otherwise
+    hand it half the new connections while it can only answer 503.
+    """
     import uvicorn
 
     _exit_with_supervisor(supervisor)
+    if restart:
+        os.environ["CHURN_LOAD_BEFORE_LISTENING"] = "true"
     sock = reuseport_socket(host, port)
+    from serving.limits import uvicorn_options
+    from serving.settings import get_settings
+
     config = uvicorn.Config("serving.app:create_app", factory=True, host=host, port=port,
-                            log_level=log_level)
+                            log_level=log_level, **uvicorn_options(get_settings()))
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -172,8 +183,8 @@ def run_workers(host: str, port: int, workers: int, log_level: str = "info") -> 
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    def start() -> tuple[BaseProcess, float]:
-        proc = context.Process(target=_worker, args=(host, port, log_level, os.getpid()),
+    def start(restart: bool = False) -> tuple[BaseProcess, float]:
+        proc = context.Process(target=_worker, args=(host, port, log_level, os.getpid(), restart),
                                 daemon=False)
         proc.start()
         return proc, time.monotonic()
@@ -196,7 +207,7 @@ def run_workers(host: str, port: int, workers: int, log_level: str = "info") -> 
                             extra={"event": "worker_restart", "pid": proc.pid,
                                    "exitcode": proc.exitcode})
                 multiprocess.mark_process_dead(proc.pid, metrics_dir)
-                procs[i] = start()
+                procs[i] = start(restart=True)
     finally:
         for proc, _ in procs:
             if proc.is_alive() and proc.pid is not None:

@@ -26,6 +26,7 @@ from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import AnyType
 
 import features
+from features.digests import digest_tags
 from features.mlflow_defaults import CHALLENGER, CHAMPION, tracking_uri
 from features.pointintime import family_availability
 from features.scorer import ModelScorer
@@ -262,8 +263,9 @@ def _signature(example: pd.DataFrame, example_proba: Any) -> ModelSignature:
 def log_and_register(*, booster_path: Path, metadata: dict[str, Any], example: pd.DataFrame,
                      example_proba: Any, model_name: str,
                      extra_artifacts: dict[str, Path] | None = None) -> str:
-    """Log the pyfunc (inside the active run), register a new version and alias it challenger
-    (:mod:`training.promotion` decides whether it also becomes champion); returns the version.
+    """Log the pyfunc (inside the active run), register a new version, tag it with the SHA-256
+    of each artifact (:mod:`features.digests`) and alias it challenger (:mod:`training.promotion`
+    decides whether it also becomes champion); returns the version.
 
     ``example`` is a few rows of feature values and ``example_proba`` the model's output for them;
     together they define the model signature and input example. ``extra_artifacts`` are added to
@@ -275,11 +277,14 @@ def log_and_register(*, booster_path: Path, metadata: dict[str, Any], example: p
         meta_path = Path(tmp) / "metadata.json"
         meta_path.write_text(json.dumps(metadata, indent=2, default=str))
         example = _example_frame(example)
+        artifacts = {"booster": Path(booster_path), "metadata": meta_path,
+                     **{k: Path(v) for k, v in (extra_artifacts or {}).items()}}
+        # MLflow copies each artifact into the model's artifacts/ under its own file name.
+        digests = digest_tags({path.name: path for path in artifacts.values()})
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_FILE),
-            artifacts={"booster": str(booster_path), "metadata": str(meta_path),
-                       **{k: str(v) for k, v in (extra_artifacts or {}).items()}},
+            artifacts={k: str(v) for k, v in artifacts.items()},
             code_paths=[str(Path(features.__file__).parent)],
             signature=_signature(example, example_proba),
             input_example=example,
@@ -287,7 +292,11 @@ def log_and_register(*, booster_path: Path, metadata: dict[str, Any], example: p
             pip_requirements=["lightgbm", "pandas", "numpy", "mlflow"],
         )
     version = str(info.registered_model_version)
-    MlflowClient().set_registered_model_alias(model_name, CHALLENGER, version)
+    client = MlflowClient()
+    # Serving checks the downloaded files against these before it reads them (features.digests).
+    for key, value in digests.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    client.set_registered_model_alias(model_name, CHALLENGER, version)
     return version
 
 

@@ -23,8 +23,10 @@ from serving.store import ScoreStore
 #: The prefix of the versioned API. Each router carries it itself: FastAPI keeps a route's own
 #: path as its template (the metrics' route label), whatever prefix it is included under.
 V1 = "/v1"
-#: What a 503 says while no model is loaded (the reason itself is in /readyz and the log).
+#: What a 503 says while no model is loaded, before the public reason (the full one is logged).
 NO_MODEL = "No model is loaded: "
+#: What a 503 says when the score store cannot be read (the driver's message is logged).
+NO_STORE = "The score store is unavailable (see the server log)."
 
 
 async def get_settings(request: Request) -> ServingSettings:
@@ -45,7 +47,11 @@ async def get_metrics(request: Request) -> Metrics:
 
 
 async def get_store(request: Request) -> ScoreStore:
-    return request.app.state.store
+    """The score store, or 503 when it could not even be opened (a bad URL: logged at start)."""
+    store = getattr(request.app.state, "store", None)
+    if store is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=NO_STORE)
+    return store
 
 
 async def get_service(request: Request) -> ScoringService:

@@ -1,5 +1,10 @@
-"""The API's error answers: 422 naming each bad field (413 for an oversized batch) and a 500
-that says nothing but where to look (the request id)."""
+"""The API's error answers: a short public reason and the request id, never a host, path, URL
+or driver message (those go to the log, redacted).
+
+422 names each bad field (413 for an oversized batch), a 500 says nothing but where to look (the
+request id), and a client that went away before its body was read is logged as such and counted
+under status 499 (nginx's "client closed request"), not as a server error.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,41 @@ from typing import Any
 
 from fastapi import Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
-from serving.observability import log
+from serving.observability import log, request_id_var
+
+#: The status logged and counted for a client that closed the connection mid-request.
+CLIENT_CLOSED = 499
 
 #: At most this many validation errors are returned (a bad 1000-account batch could have 30k).
 MAX_REPORTED_ERRORS = 20
+
+
+def problem(status_code: int, detail: Any, headers: dict[str, str] | None = None,
+            **extra: Any) -> JSONResponse:
+    """An error answer: ``detail`` (public text only) and the request id of the log lines."""
+    body: dict[str, Any] = {"detail": detail, **extra}
+    rid = request_id_var.get()
+    if rid:
+        body["request_id"] = rid
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return problem(exc.status_code, exc.detail, exc.headers)
+
+
+async def client_disconnected(request: Request, exc: ClientDisconnect) -> Response:
+    log.info("the client closed the connection before its request was read",
+             extra={"event": "client_disconnected"})
+    return Response(status_code=CLIENT_CLOSED)
+
+
 def _location(loc: tuple[Any, ...]) -> str:
     """``("body", "accounts", 0, "features", "plan")`` -> ``accounts[0].features.plan``."""
     out = ""
@@ -62,19 +96,17 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     too_long = _batch_too_large(errors)
     if too_long is not None:
         ctx = too_long.get("ctx") or {}
-        return JSONResponse(
-            {"detail": f"Too many accounts in one request: {ctx.get('actual_length', '?')} "
-                       f"(limit {ctx.get('max_length', '?')}); split the batch."},
-            status_code=status.HTTP_413_CONTENT_TOO_LARGE)
+        return problem(status.HTTP_413_CONTENT_TOO_LARGE,
+                       f"Too many accounts in one request: {ctx.get('actual_length', '?')} "
+                       f"(limit {ctx.get('max_length', '?')}); split the batch.")
     shown = [{"loc": list(e.get("loc", ())), "field": _location(tuple(e.get("loc", ()))),
               "msg": _message(e), "type": e.get("type", "")}
              for e in errors[:MAX_REPORTED_ERRORS]]
-    return JSONResponse({"detail": shown, "error_count": len(errors)},
-                        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return problem(status.HTTP_422_UNPROCESSABLE_CONTENT, shown, error_count=len(errors))
 
 
 async def internal_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error: %s", type(exc).__name__, exc_info=exc,
               extra={"event": "internal_error"})
-    return JSONResponse({"detail": "Internal error; the request id is in the x-request-id "
-                                   "header and the server log."}, status_code=500)
+    return problem(500, "Internal error; the request id is in the x-request-id header and the "
+                        "server log.")

@@ -13,7 +13,9 @@ from serving.auth import require_api_key
 from serving.schemas import Problem, score_columns_model, score_request_model
 
 v1 = APIRouter(dependencies=[Depends(require_api_key)],
-               responses={401: {"model": Problem, "description": "No valid API key"}})
+               responses={401: {"model": Problem, "description": "No valid API key"},
+                          403: {"model": Problem, "description": "No API keys are configured "
+                                "and the request comes from another machine"}})
 v1.include_router(scores.router)
 v1.include_router(model.router)
 v1.include_router(worklist.router)

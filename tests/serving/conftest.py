@@ -4,6 +4,7 @@ uvicorn servers started in subprocesses."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import pytest
 from features.definitions import CATALOGUE, catalogue_records, categorical_features
 from features.encoder import FeatureEncoder
 from serving.model import LoadedModel
+from serving.store import ScoreStore
 from tests.servers import Server, start_server, uvicorn_factory_argv
 from tests.stores import empty_mlflow_store
 
@@ -78,6 +80,19 @@ def write_model_dir(path: Path, booster: lgb.Booster, encoder: FeatureEncoder,
     metadata.update(metadata_overrides)
     (artifacts / "metadata.json").write_text(json.dumps(metadata))
     return path
+
+
+def wait_for_model(client, timeout: float = 60.0, **kwargs) -> dict:
+    """``/readyz`` of ``client`` (a TestClient or httpx client) once the model has loaded in the
+    background (or its load failed: the reason is no longer that it is loading)."""
+    from serving.lifecycle import LOADING
+
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get("/readyz", **kwargs).json()
+        if body.get("reason") != LOADING or time.monotonic() > deadline:
+            return body
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
@@ -202,9 +217,11 @@ MAX_BATCH = 5
 @pytest.fixture(scope="session")
 def model_server(served_registry, server_workdir: Path) -> Iterator[Server]:
     """A ready server on the served registry's churn-risk@champion, batches of at most 5."""
+    store_url = f"sqlite:///{server_workdir / 'model-server-scores.db'}"
+    ScoreStore(store_url).create()  # the API opens it read-only: `churn score` creates it
     env = {"CHURN_TRACKING_URI": served_registry.tracking_uri,
            "CHURN_MODEL_URI": f"models:/{served_registry.model_name}@champion",
-           "CHURN_MAX_BATCH_SIZE": str(MAX_BATCH)}
+           "CHURN_MAX_BATCH_SIZE": str(MAX_BATCH), "CHURN_SCORE_STORE_URL": store_url}
     with start_server(uvicorn_factory_argv, env, server_workdir, ready=True) as server:
         yield server
 

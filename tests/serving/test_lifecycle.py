@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serving.model import UNREACHABLE
+from serving.store import ScoreStore
 from tests.servers import clean_env, free_port, stop
 from tests.serving.conftest import (
     PYFUNC_CODE,
@@ -28,10 +30,12 @@ pytestmark = pytest.mark.e2e
 ONE = {"accounts": [{"account_id": "A1", "features": {"active_days_30d": 3, "plan": "growth"}}]}
 
 
-def _start_mlflow(root: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    empty_mlflow_store(root / "registry.db")  # the server would otherwise migrate a new file
-    log = (root / "mlflow-server.log").open("wb")
+def _start_mlflow(root: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """An MLflow server on ``root``'s store (a new one, or the same again on ``port``)."""
+    port = port or free_port()
+    if not (root / "registry.db").exists():
+        empty_mlflow_store(root / "registry.db")  # the server would otherwise migrate a new file
+    log = (root / "mlflow-server.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'registry.db'}",
@@ -81,13 +85,15 @@ def _wait(predicate, timeout: float = 60.0, what: str = "") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_hot_reload_bad_version_and_registry_outage(tmp_path, server_workdir):
+def test_hot_reload_bad_version_registry_outage_and_restart(tmp_path, server_workdir):
     registry, uri = _start_mlflow(tmp_path)
     try:
         b1, e1 = train_tiny_booster(seed=0)
         v1 = _register(write_model_dir(tmp_path / "m1", b1, e1, trained_at="2026-01-01"), uri)
+        store_url = f"sqlite:///{tmp_path / 'scores.db'}"
+        ScoreStore(store_url).create()  # the API reads it read-only; `churn score` creates it
         env = {"CHURN_TRACKING_URI": uri, "CHURN_POLL_SECONDS": "0.5",
-               "CHURN_SCORE_STORE_URL": f"sqlite:///{tmp_path / 'scores.db'}",
+               "CHURN_SCORE_STORE_URL": store_url,
                # fail fast when the registry is down (MLflow retries for minutes by default)
                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
         with start_server(uvicorn_factory_argv, env, server_workdir, ready=True) as server, \
@@ -124,10 +130,15 @@ def test_hot_reload_bad_version_and_registry_outage(tmp_path, server_workdir):
                 assert client.get("/v1/model").json()["version"] == v2
                 # 3. stop the registry: still serving v2, /readyz says the registry is down
                 stop(registry)
-                _wait(lambda: "unreachable" in client.get("/readyz").json().get("reason", "")
-                      or "Could not resolve" in client.get("/readyz").json().get("reason", ""),
+                _wait(lambda: client.get("/readyz").json().get("reason", "")
+                      == f"serving the last good model: {UNREACHABLE}",
                       what="registry outage in /readyz")
                 time.sleep(1.0)
+                assert client.post("/v1/scores", json=ONE).json()["model_version"] == v2
+                # 4. restart the registry: reached again (and the broken v3 still refused)
+                registry, _ = _start_mlflow(tmp_path, port=int(uri.rsplit(":", 1)[1]))
+                _wait(lambda: f"version {v3}" in client.get("/readyz").json().get("reason", ""),
+                      what="the registry reached again after its restart")
                 assert client.post("/v1/scores", json=ONE).json()["model_version"] == v2
             finally:
                 halt.set()

@@ -98,7 +98,7 @@ def test_corrupt_metadata_and_booster(tiny_model_dir, tmp_path):
         load_from_dir(broken)
     shutil.copy(tiny_model_dir / "artifacts" / "metadata.json", broken / "artifacts")
     (broken / "artifacts" / "booster.txt").write_text("garbage")
-    with pytest.raises(ModelLoadError, match="LightGBM model"):
+    with pytest.raises(ModelLoadError, match="LightGBM cannot parse the model"):
         load_from_dir(broken)
 
 

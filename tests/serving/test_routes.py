@@ -5,6 +5,7 @@ Real uvicorn servers are in ``test_server.py``."""
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,14 +14,17 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.api.deps import get_model
+from serving.api.deps import NO_MODEL, get_model
 from serving.app import create_app
-from serving.model import LoadedModel, load_from_dir
+from serving.lifecycle import LOADING
+from serving.model import NOT_FOUND, LoadedModel, load_from_dir
 from serving.scoring import score_accounts
 from serving.settings import ServingSettings
 from tests.serving.conftest import train_tiny_booster
 
 MAX_BATCH = 5
+#: The address of a client on this machine (TestClient's default is no address at all).
+LOCAL_CLIENT = ("127.0.0.1", 50000)
 #: A sigmoid calibration, so the route's probabilities go through one.
 CALIBRATION = {"method": "sigmoid", "a": 0.8, "b": -0.3}
 ACCOUNT = {"account_id": "A1", "features": {
@@ -42,7 +46,7 @@ def client_for(model: LoadedModel | None, empty_store: str, tmp_path: Path,
                                      **settings))
     if model is not None:
         app.dependency_overrides[get_model] = lambda: model
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost", client=LOCAL_CLIENT) as client:
         yield client
 
 
@@ -70,11 +74,23 @@ def mapped_api(mapped_model_dir, empty_store, tmp_path_factory):
         yield client
 
 
-def test_no_model_is_503_on_v1_with_the_reason(empty_store, tmp_path):
+def settled(client: TestClient, timeout: float = 30.0) -> dict:
+    """/readyz once the background model load has finished (or failed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get("/readyz").json()
+        if body.get("reason") != LOADING or time.monotonic() > deadline:
+            return body
+        time.sleep(0.05)
+
+
+def test_no_model_is_503_on_v1_with_a_public_reason(empty_store, tmp_path):
     with client_for(None, empty_store, tmp_path) as unready:
+        assert settled(unready)["reason"] == NOT_FOUND
         r = unready.post("/v1/scores", json={"accounts": [ACCOUNT]})
         assert r.status_code == 503
-        assert "No registered model named 'churn-risk'" in r.json()["detail"]
+        assert r.json()["detail"] == NO_MODEL + NOT_FOUND  # no store path, no URL
+        assert r.json()["request_id"] == r.headers["x-request-id"]
         assert unready.get("/v1/model").status_code == 503
         assert unready.get("/readyz").status_code == 503
         assert unready.get("/healthz").json() == {"status": "ok"}

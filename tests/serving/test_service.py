@@ -16,6 +16,7 @@ from serving.auth import key_digest, key_matches
 from serving.observability import JsonFormatter
 from serving.settings import ServingSettings
 from serving.store import ScoreStore
+from tests.serving.conftest import wait_for_model
 from tests.serving.test_store import make_score
 
 KEY = "test-key-5b1d9f0e2c7a"
@@ -72,6 +73,7 @@ def client(secured, local_registry, store_url):
         # explained with LightGBM's own TreeSHAP (test_server's uses the tables)
         treeshap="lightgbm")
     with TestClient(create_app(settings)) as c:
+        assert wait_for_model(c)["status"] == "ready"
         yield c
 
 
@@ -202,7 +204,7 @@ def test_open_cors_when_configured(local_registry, tmp_path):
     settings = ServingSettings(tracking_uri=local_registry.tracking_uri, poll_seconds=0,
                                cors_origins=["https://cs.example"],
                                score_store_url=f"sqlite:///{tmp_path / 's.db'}")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://localhost") as client:
         ok = client.options("/v1/scores", headers={
             "Origin": "https://cs.example", "Access-Control-Request-Method": "POST"})
         assert ok.headers["access-control-allow-origin"] == "https://cs.example"

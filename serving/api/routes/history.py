@@ -4,11 +4,12 @@ with the served model (the model of one data set; other data sets' scores are no
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from serving.api.deps import V1, ModelDep, SettingsDep, StoreDep
+from serving.api.deps import NO_STORE, V1, ModelDep, SettingsDep, StoreDep
+from serving.observability import log
 from serving.portfolio import portfolio_summary
-from serving.schemas import Problem
+from serving.schemas import ACCOUNT_ID_MAX, ACCOUNT_ID_PATTERN, Problem
 from serving.store import StoreError
 
 router = APIRouter(prefix=V1, tags=["history"])
@@ -28,15 +29,18 @@ def _stored(row: dict[str, Any]) -> dict[str, Any]:
 def _store_call(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
-    except StoreError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc
+    except StoreError as exc:  # its message is redacted; still, clients get the public reason only
+        log.error("score store: %s", exc, extra={"event": "store_error"})
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=NO_STORE) from exc
 
 
 @router.get("/accounts/{account_id}",
             summary="Latest stored score of an account by the served model, with reasons, and "
                     "its score history",
             responses={404: {"model": Problem, "description": "No stored score for the account"}})
-def get_account(account_id: str, store: StoreDep, model: ModelDep,
+def get_account(account_id: Annotated[str, Path(min_length=1, max_length=ACCOUNT_ID_MAX,
+                                                pattern=ACCOUNT_ID_PATTERN)],
+                store: StoreDep, model: ModelDep,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     rows = _store_call(store.account, account_id, model.name, limit)
     if not rows:

@@ -8,7 +8,7 @@ OpenAPI components).
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
@@ -20,6 +20,7 @@ router = APIRouter(prefix=V1, tags=["scores"])
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": Problem, "description": "Too many accounts in one request"},
+    415: {"model": Problem, "description": "The body is not sent as application/json"},
     503: {"model": Problem, "description": "No model is loaded (see /readyz), or the "
           "worker's queue of big requests is full (retry after Retry-After seconds)"}}
 ExplainParam = Annotated[bool, Query(description="Return the top reasons of each score")]
@@ -31,6 +32,16 @@ def body_schema(component: str) -> dict[str, Any]:
     """The OpenAPI request body of a route that reads its raw body itself."""
     return {"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": f"#/components/schemas/{component}"}}}}}
+
+
+async def json_body(request: Request) -> bytes:
+    """The raw body of a request that says it is JSON; 415 for any other content type (a
+    ``text/plain`` body is what a browser form may send cross-site without a preflight)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                            detail="Send the body as JSON (Content-Type: application/json).")
+    return await request.body()
 
 
 def validated(schema: type[BaseModel], raw: bytes) -> Any:
@@ -56,7 +67,7 @@ def _accounts_without_features(values: dict[str, list[Any]], n: int) -> list[int
 async def post_scores(request: Request, model: ModelDep, service: ServiceDep,
                       explain: ExplainParam = True, reasons: ReasonsParam = None) -> ScoreResponse:
     schema, _ = model.request_models(service.settings.max_batch_size)
-    body = validated(schema, await request.body())
+    body = validated(schema, await json_body(request))
     accounts = [(a.account_id, a.features.__dict__) for a in body.accounts]
     return await service.respond(model, accounts, explain, reasons)  # type: ignore[return-value]
 
@@ -68,7 +79,7 @@ async def post_score_columns(request: Request, model: ModelDep, service: Service
                              explain: ExplainParam = True, reasons: ReasonsParam = None
                              ) -> ScoreResponse:
     _, schema = model.request_models(service.settings.max_batch_size)
-    body = validated(schema, await request.body())
+    body = validated(schema, await json_body(request))
     n = len(body.account_id)
     values = {name: column for name, column in body.features.__dict__.items()
               if column is not None}
