@@ -175,11 +175,13 @@ def _problem(status: int, detail: str, rid: str) -> tuple[dict[str, Any], dict[s
 #: Added to every response that does not set them itself (a page of its own may set its own
 #: Content-Security-Policy). The policy lets a page of this origin use its own scripts, styles
 #: and images (Swagger UI's inline start-up script among them) and nothing from elsewhere, and
-#: no other site frame it.
+#: no other site frame it. ``same-origin`` sends no referrer to other sites; ``no-referrer``
+#: would also make a browser send ``Origin: null`` on the console's own form posts, which the
+#: cross-site check must then refuse.
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"content-security-policy",
      b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "

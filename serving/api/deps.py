@@ -15,10 +15,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 
 from serving.model import LoadedModel
-from serving.observability import Metrics
+from serving.observability import Metrics, log
 from serving.service import ScoringService
 from serving.settings import ServingSettings
-from serving.store import ScoreStore
+from serving.store import ScoreStore, StoreError
 
 #: The prefix of the versioned API. Each router carries it itself: FastAPI keeps a route's own
 #: path as its template (the metrics' route label), whatever prefix it is included under.
@@ -26,7 +26,8 @@ V1 = "/v1"
 #: What a 503 says while no model is loaded, before the public reason (the full one is logged).
 NO_MODEL = "No model is loaded: "
 #: What a 503 says when the score store cannot be read (the driver's message is logged).
-NO_STORE = "The score store is unavailable (see the server log)."
+NO_STORE = ("The score store is unavailable: `churn score` creates it; if it ran, the server log "
+            "says why it cannot be read.")
 
 
 async def get_settings(request: Request) -> ServingSettings:
@@ -52,6 +53,21 @@ async def get_store(request: Request) -> ScoreStore:
     if store is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=NO_STORE)
     return store
+
+
+def store_unavailable(exc: StoreError) -> str:
+    """Log why the store cannot be read (redacted) and return what clients are told instead."""
+    log.error("score store: %s", exc, extra={"event": "store_error"})
+    return NO_STORE
+
+
+def store_call(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, a store read: 503 with the public reason when it fails."""
+    try:
+        return fn(*args, **kwargs)
+    except StoreError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            detail=store_unavailable(exc)) from exc
 
 
 async def get_service(request: Request) -> ScoringService:

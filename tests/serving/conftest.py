@@ -14,6 +14,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 
 from features.definitions import CATALOGUE, catalogue_records, categorical_features
 from features.encoder import FeatureEncoder
@@ -80,6 +81,16 @@ def write_model_dir(path: Path, booster: lgb.Booster, encoder: FeatureEncoder,
     metadata.update(metadata_overrides)
     (artifacts / "metadata.json").write_text(json.dumps(metadata))
     return path
+
+
+#: A client address on this machine: keyless /v1/* answers only such clients, with a Host of
+#: localhost (the allow-list against DNS rebinding).
+LOCAL_CLIENT = ("127.0.0.1", 50000)
+
+
+def local_client(app, **kwargs) -> TestClient:
+    """A TestClient of ``app`` that calls from this machine as ``localhost``."""
+    return TestClient(app, base_url="http://localhost", client=LOCAL_CLIENT, **kwargs)
 
 
 def wait_for_model(client, timeout: float = 60.0, **kwargs) -> dict:

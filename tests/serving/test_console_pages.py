@@ -16,6 +16,7 @@ from serving.auth import key_digest
 from serving.sessions import COOKIE, Sessions
 from serving.settings import ServingSettings
 from serving.store import ScoreStore
+from tests.serving.conftest import local_client
 from tests.serving.test_worklist import D1, D2, write_day
 
 KEY = "pages-test-key-0b9e"
@@ -134,7 +135,7 @@ def test_static_files_are_only_the_style_sheet(locked):
 def test_without_a_model_the_pages_say_so(empty_store, store_url):
     app = create_app(ServingSettings(tracking_uri=empty_store, poll_seconds=0,
                                      score_store_url=store_url))
-    with TestClient(app) as client:
+    with local_client(app) as client:
         page = client.get("/ui/accounts")
         assert page.status_code == 503 and "<h1>No model is loaded</h1>" in page.text
         assert "none is loaded yet" in page.text and "sqlite" not in page.text

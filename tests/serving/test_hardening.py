@@ -27,8 +27,8 @@ from serving.model import TAMPERED, UNREACHABLE, UNREADABLE, ModelLoadError, loa
 from serving.settings import ServingSettings
 from serving.store import ScoreStore
 from tests.servers import free_port
-from tests.serving.conftest import register_model_dir, wait_for_model, write_model_dir
-from tests.serving.test_routes import ACCOUNT, LOCAL_CLIENT
+from tests.serving.conftest import LOCAL_CLIENT, register_model_dir, wait_for_model, write_model_dir
+from tests.serving.test_routes import ACCOUNT
 from tests.serving.test_store import POSTGRES_URL, make_score
 
 SECRET = "s3cretpw"
@@ -232,7 +232,7 @@ def test_security_headers_and_offline_docs(tmp_path, tiny_model):
             assert headers["x-content-type-options"] == "nosniff"
             assert headers["x-frame-options"] == "DENY"
             assert "frame-ancestors 'none'" in headers["content-security-policy"]
-            assert headers["referrer-policy"] == "no-referrer"
+            assert headers["referrer-policy"] == "same-origin"
         page = client.get("/docs").text
         assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page)
         assert assets and all(a.startswith("/docs/assets/") for a in assets), assets

@@ -20,11 +20,10 @@ from serving.lifecycle import LOADING
 from serving.model import NOT_FOUND, LoadedModel, load_from_dir
 from serving.scoring import score_accounts
 from serving.settings import ServingSettings
-from tests.serving.conftest import train_tiny_booster
+from tests.serving.conftest import local_client, train_tiny_booster
 
 MAX_BATCH = 5
 #: The address of a client on this machine (TestClient's default is no address at all).
-LOCAL_CLIENT = ("127.0.0.1", 50000)
 #: A sigmoid calibration, so the route's probabilities go through one.
 CALIBRATION = {"method": "sigmoid", "a": 0.8, "b": -0.3}
 ACCOUNT = {"account_id": "A1", "features": {
@@ -46,7 +45,7 @@ def client_for(model: LoadedModel | None, empty_store: str, tmp_path: Path,
                                      **settings))
     if model is not None:
         app.dependency_overrides[get_model] = lambda: model
-    with TestClient(app, base_url="http://localhost", client=LOCAL_CLIENT) as client:
+    with local_client(app) as client:
         yield client
 
 

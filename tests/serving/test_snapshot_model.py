@@ -5,10 +5,10 @@ process (TestClient)."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.settings import ServingSettings
+from tests.serving.conftest import local_client, wait_for_model
 
 CUSTOMER = {"tenure": 1, "monthly_charges": 70.7, "total_charges": 70.7, "senior_citizen": 0,
             "contract": "Month-to-month", "internet_service": "Fiber optic",
@@ -22,7 +22,8 @@ def api(snapshot_models, tmp_path_factory):
     settings = ServingSettings(tracking_uri=snapshot_models.tracking_uri,
                                model_uri="models:/ibm-telco-churn@champion", poll_seconds=0,
                                score_store_url=f"sqlite:///{tmp_path_factory.mktemp('s')}/s.db")
-    with TestClient(create_app(settings)) as client:
+    with local_client(create_app(settings)) as client:
+        assert wait_for_model(client)["model_name"] == "ibm-telco-churn"  # no store: degraded
         yield client
 
 

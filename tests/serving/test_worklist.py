@@ -9,12 +9,12 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 
 from serving.api.deps import get_model
 from serving.app import create_app
 from serving.settings import ServingSettings
 from serving.store import CONSOLE_COLUMNS, AccountContext, ScoreStore
+from tests.serving.conftest import local_client
 from tests.serving.test_store import POSTGRES_URL, make_score
 
 D1, D2, D3 = dt.date(2026, 1, 1), dt.date(2026, 2, 1), dt.date(2026, 3, 1)
@@ -52,7 +52,7 @@ def setup(tiny_model, empty_store, tmp_path_factory):
     app = create_app(ServingSettings(tracking_uri=empty_store, poll_seconds=0,
                                      score_store_url=f"sqlite:///{path}"))
     app.dependency_overrides[get_model] = lambda: tiny_model
-    with TestClient(app) as client:
+    with local_client(app) as client:
         yield client, store
 
 
@@ -141,7 +141,7 @@ def test_a_cursor_survives_a_newer_scoring(tiny_model, empty_store, tmp_path):
     app = create_app(ServingSettings(tracking_uri=empty_store, poll_seconds=0,
                                      score_store_url=store.url))
     app.dependency_overrides[get_model] = lambda: tiny_model
-    with TestClient(app) as client:
+    with local_client(app) as client:
         assert client.get("/v1/accounts", params={"limit": 1}).status_code == 200
         first = client.get("/v1/accounts", params={"limit": 3}).json()
         write_day(store, D3, version="8")  # a new date by a new version, mid-paging
@@ -160,13 +160,14 @@ def test_portfolio_revenue_at_risk(setup):
     assert summary["revenue_at_risk"] == pytest.approx(sum(expected.values()))
 
 
-def test_no_scores_is_404(tiny_model, empty_store, tmp_path):
+def test_no_store_yet_says_to_run_churn_score(tiny_model, empty_store, tmp_path):
     app = create_app(ServingSettings(tracking_uri=empty_store, poll_seconds=0,
                                      score_store_url=f"sqlite:///{tmp_path / 's.db'}"))
     app.dependency_overrides[get_model] = lambda: tiny_model
-    with TestClient(app) as client:
+    with local_client(app) as client:
         r = client.get("/v1/accounts")
-        assert r.status_code == 404 and "churn score" in r.json()["detail"]
+        assert r.status_code == 503 and "churn score" in r.json()["detail"]
+    assert not (tmp_path / "s.db").exists()  # the server reads the store; it never creates it
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

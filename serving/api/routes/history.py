@@ -6,11 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from serving.api.deps import NO_STORE, V1, ModelDep, SettingsDep, StoreDep
-from serving.observability import log
+from serving.api.deps import V1, ModelDep, SettingsDep, StoreDep, store_call
 from serving.portfolio import portfolio_summary
 from serving.schemas import ACCOUNT_ID_MAX, ACCOUNT_ID_PATTERN, Problem
-from serving.store import StoreError
 
 router = APIRouter(prefix=V1, tags=["history"])
 
@@ -26,14 +24,6 @@ def _stored(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _store_call(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except StoreError as exc:  # its message is redacted; still, clients get the public reason only
-        log.error("score store: %s", exc, extra={"event": "store_error"})
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=NO_STORE) from exc
-
-
 @router.get("/accounts/{account_id}",
             summary="Latest stored score of an account by the served model, with reasons, and "
                     "its score history",
@@ -42,7 +32,7 @@ def get_account(account_id: Annotated[str, Path(min_length=1, max_length=ACCOUNT
                                                 pattern=ACCOUNT_ID_PATTERN)],
                 store: StoreDep, model: ModelDep,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-    rows = _store_call(store.account, account_id, model.name, limit)
+    rows = store_call(store.account, account_id, model.name, limit)
     if not rows:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             detail="No stored score for this account (scores are stored by "
@@ -59,7 +49,7 @@ def get_portfolio(store: StoreDep, config: SettingsDep, model: ModelDep,
                   as_of: Annotated[date | None, Query(
                       description="Scoring date [default: the latest stored]")] = None
                   ) -> dict[str, Any]:
-    summary = _store_call(portfolio_summary, store, model.name, config, as_of)
+    summary = store_call(portfolio_summary, store, model.name, config, as_of)
     if summary is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             detail="No stored scores (for that date); run `churn score`.")

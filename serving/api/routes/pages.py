@@ -23,7 +23,7 @@ from fastapi.templating import Jinja2Templates
 from features.definitions import CATALOGUE
 from features.health import COMPONENTS
 from features.surveys import QUADRANTS
-from serving.api.deps import SettingsDep, StoreDep
+from serving.api.deps import SettingsDep, StoreDep, store_unavailable
 from serving.auth import key_matches
 from serving.chart import history_chart
 from serving.model import LoadedModel
@@ -99,7 +99,7 @@ def _model(request: Request, token: str | None) -> LoadedModel | HTMLResponse:
 
 def _store_problem(request: Request, token: str | None, exc: StoreError) -> HTMLResponse:
     return _render(request, "problem.html", token, 503, title="The score store cannot be read",
-                   message=str(exc))
+                   message=store_unavailable(exc))
 
 
 @router.get("/static/{name}")

@@ -4,9 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from serving.api.deps import V1, ModelDep, StoreDep
+from serving.api.deps import V1, ModelDep, StoreDep, store_call
 from serving.schemas import Problem, Worklist
-from serving.store import StoreError
 from serving.worklist import CursorError, Filters, Sort, worklist
 
 router = APIRouter(prefix=V1, tags=["worklist"])
@@ -38,12 +37,10 @@ def get_accounts(
                       survey_due=survey_due, renewal_within_days=renewal_within_days,
                       owner=owner)
     try:
-        page = worklist(store, model.name, sort=sort, filters=filters, limit=limit,
-                        cursor=cursor)
+        page = store_call(worklist, store, model.name, sort=sort, filters=filters, limit=limit,
+                          cursor=cursor)
     except CursorError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from exc
-    except StoreError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc
     if page is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             detail="No stored scores; run `churn score`.")
