@@ -167,6 +167,7 @@ def test_no_store_yet_says_to_run_churn_score(tiny_model, empty_store, tmp_path)
     with local_client(app) as client:
         r = client.get("/v1/accounts")
         assert r.status_code == 503 and "churn score" in r.json()["detail"]
+        assert str(tmp_path) not in r.text and "sqlite" not in r.text  # no path, no driver
     assert not (tmp_path / "s.db").exists()  # the server reads the store; it never creates it
 
 
