@@ -134,20 +134,19 @@ def test_portfolio_worklist_and_revenue_at_risk_have_one_home_each():
 
     root = Path(__file__).resolve().parents[1]
     used: dict[str, set[str]] = {}  # names read (called or passed on), by file
-    calls: dict[str, set[str]] = {}
     defined: dict[str, set[str]] = {}
     for path in [*root.glob("serving/**/*.py"), *root.glob("cli/*.py")]:
         where = path.relative_to(root).as_posix()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
                 used.setdefault(node.id, set()).add(where)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                calls.setdefault(node.func.id, set()).add(where)
             if isinstance(node, ast.FunctionDef):
                 defined.setdefault(node.name, set()).add(where)
     assert used["quadrant_alarms"] == {"serving/portfolio.py"}
     assert used["portfolio_summary"] == {"serving/api/routes/history.py",
                                          "serving/api/routes/pages.py"}
-    assert calls["worklist"] == {"serving/api/routes/worklist.py", "serving/api/routes/pages.py"}
+    routes = {"serving/api/routes/worklist.py", "serving/api/routes/pages.py"}
+    # serving/api/main.py names the router module ``worklist``, nothing more.
+    assert routes <= used["worklist"] <= routes | {"serving/api/main.py"}
     assert used["revenue_at_risk"] == {"serving/store.py"}
     assert defined["revenue_at_risk"] == {"serving/scoring.py"}
