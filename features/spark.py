@@ -47,7 +47,9 @@ def spark_session(master: str = DEFAULT_MASTER, app_name: str = "churn-risk",
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (SparkSession.builder.master(master).appName(app_name)
                .config("spark.sql.session.timeZone", "UTC")
-               .config("spark.ui.showConsoleProgress", "false"))
+               .config("spark.ui.showConsoleProgress", "false")
+               # pandas frames cross to the JVM as Arrow batches, not row by row.
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true"))
     for key, value in (config or {}).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
