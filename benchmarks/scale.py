@@ -10,6 +10,7 @@ checks the two frames are equal.
 
     .venv/bin/python benchmarks/scale.py                  # 1M, 10M, 30M (long: tens of minutes)
     .venv/bin/python benchmarks/scale.py --sizes 0.2 1    # a quick run
+    .venv/bin/python benchmarks/scale.py --spark-up-to 1  # Spark on the smallest size only
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ def main() -> int:
     p.add_argument("--sizes", type=float, nargs="+", default=[1, 10, 30],
                    help="millions of usage events")
     p.add_argument("--engines", nargs="+", default=["duckdb", "spark"])
+    p.add_argument("--spark-up-to", type=float, default=None,
+                   help="run Spark only up to this many million events (a loaded machine)")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--child", choices=["duckdb", "spark"])
     p.add_argument("--data", type=Path)
@@ -153,7 +156,9 @@ def main() -> int:
             data = Path(tmp)
             bench.generate(events, accounts, DAYS, args.seed, data)
             res = {}
-            for engine in args.engines:
+            engines = [e for e in args.engines if e != "spark" or args.spark_up_to is None
+                       or size <= args.spark_up_to]
+            for engine in engines:
                 res[engine] = r = measure(engine, data, data / f"{engine}.parquet")
                 if "error" in r:
                     print(f"{size:>7g}M {accounts:9,} {engine:>7} failed: {r['error']}")
@@ -162,7 +167,7 @@ def main() -> int:
                 print(f"{size:>7g}M {accounts:9,} {engine:>7} {r['seconds']:8.1f} "
                       f"{events / r['seconds'] / 1e6:11.2f} {r['peak_bytes'] / 1e9:8.2f}  "
                       f"{load_average()}", flush=True)
-            ok = [e for e in args.engines if "error" not in res[e]]
+            ok = [e for e in engines if "error" not in res[e]]
             if len(ok) == 2:
                 a, b = (pd.read_parquet(data / f"{e}.parquet") for e in ok)
                 numeric = a.columns[2:]
