@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from features.contract import DataContractError, Tables
 from features.sources import load_tables
@@ -40,7 +41,8 @@ ServingConfigOpt = Annotated[Path | None, typer.Option(
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # The message is text, not markup: brackets in it (a file name, `churn-risk[spark]`) stay.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 

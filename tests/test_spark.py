@@ -46,7 +46,7 @@ def spark():
         "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2",
         "spark.default.parallelism": "2", "spark.sql.adaptive.enabled": "false",
         "spark.sql.codegen.wholeStage": "false", "spark.driver.host": "127.0.0.1",
-        "spark.driver.bindAddress": "127.0.0.1"})
+        "spark.driver.bindAddress": "127.0.0.1", "spark.driver.memory": "2g"})
     try:
         yield session
     finally:
