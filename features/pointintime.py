@@ -104,10 +104,7 @@ class _Engine:
 
     def keep(self, name: str, expr: ir.Table) -> ir.Table:
         """An intermediate result computed once and read several times."""
-        if self.spark:
-            self.cached.append(expr.cache())
-            return self.cached[-1]
-        return self.con.create_table(name, expr)
+        return self.stage(expr) if self.spark else self.con.create_table(name, expr)
 
     def stage(self, expr: ir.Table) -> ir.Table:
         """A step of the plan: cached on Spark, whose planner slows down sharply on one deep
