@@ -40,10 +40,10 @@ def spark():
     # Spark's Python workers run $PYSPARK_PYTHON: this interpreter, where mlflow, lightgbm live.
     saved = os.environ.get("PYSPARK_PYTHON")
     os.environ["PYSPARK_PYTHON"] = sys.executable
-    # Small data: few partitions, and no code generation or adaptive re-planning, whose fixed
+    # Small data: one shuffle partition, and no code generation or adaptive re-planning, whose fixed
     # costs dominate on a few thousand rows.
     session = spark_session("local[2]", "churn-risk-tests", {
-        "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2",
+        "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "1",
         "spark.default.parallelism": "2", "spark.sql.adaptive.enabled": "false",
         "spark.sql.codegen.wholeStage": "false", "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1", "spark.driver.memory": "2g"})
