@@ -30,14 +30,37 @@ TrackingOpt = Annotated[str | None, typer.Option(
 ModelNameOpt = Annotated[str | None, typer.Option(
     "--model-name", help="Registered model name [default: the data set's name (a mapping's "
     "name), else churn-risk]")]
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="Where the features are built: duckdb (in process) or spark "
+    "(docs/scale-out.md; needs the churn-risk\\[spark] extra)")]
+SparkMasterOpt = Annotated[str, typer.Option(
+    "--spark-master", help="Spark master URL for --engine spark (local[*], spark://host:7077, "
+    "yarn ...)")]
 ServingConfigOpt = Annotated[Path | None, typer.Option(
     "--config", help="YAML file of serving settings [default: $CHURN_CONFIG_FILE]; CHURN_* "
     "variables override it, and options given here override both")]
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
+    # The message is text, not markup: brackets in it (a file name, `churn-risk[spark]`) stay.
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
+
+
+def spark_for(engine: str, master: str) -> Any:
+    """The SparkSession ``--engine spark`` asks for (None for duckdb), or a clear error."""
+    from features.spark import ENGINES, SparkUnavailable, spark_session
+
+    if engine not in ENGINES:
+        fail(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "duckdb":
+        return None
+    try:
+        return spark_session(master)
+    except SparkUnavailable as exc:
+        fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 -- Java missing, a master that does not answer
+        fail(f"cannot start Spark on {master}: {str(exc).splitlines()[0]}")
 
 
 def progress(message: str) -> None:

@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DataOpt, err, fail, load, load_any, parse_dates, report
+from cli.common import (
+    DataOpt,
+    EngineOpt,
+    SparkMasterOpt,
+    err,
+    fail,
+    load,
+    load_any,
+    parse_dates,
+    report,
+    spark_for,
+)
+from features.spark import DEFAULT_MASTER
 
 
 def generate(
@@ -46,15 +58,18 @@ def features(
     horizon: Annotated[int | None, typer.Option(
         help="Also label each row: churned within this many days (training rows; dates whose "
         "horizon is not observed yet are left out)")] = None,
+    engine: EngineOpt = "duckdb",
+    spark_master: SparkMasterOpt = DEFAULT_MASTER,
 ) -> None:
     """Build point-in-time features for every account active at the given dates."""
     from features.io import write_parquet
     from features.rows import feature_rows
 
     tables = load(data)
+    spark = spark_for(engine, spark_master)
     try:
         frame = feature_rows(tables, parse_dates(as_of) if as_of and every is None else None,
-                             every, horizon_days=horizon)
+                             every, horizon_days=horizon, spark=spark)
     except ValueError as exc:
         fail(str(exc))
     write_parquet(frame, out)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cli.common import (
     DataOpt,
+    EngineOpt,
     ModelNameOpt,
     ServingConfigOpt,
+    SparkMasterOpt,
     TrackingOpt,
     err,
     fail,
@@ -17,8 +20,10 @@ from cli.common import (
     parse_dates,
     progress,
     serving_settings,
+    spark_for,
     warn,
 )
+from features.spark import DEFAULT_MASTER
 
 
 def serve(
@@ -72,8 +77,18 @@ def score(
     model_name: ModelNameOpt = None,
     tracking_uri: TrackingOpt = None,
     config: ServingConfigOpt = None,
+    engine: EngineOpt = "duckdb",
+    spark_master: SparkMasterOpt = DEFAULT_MASTER,
+    out: Annotated[Path | None, typer.Option(
+        help="--engine spark: the new Parquet directory the scores are written to")] = None,
+    store: Annotated[bool, typer.Option(
+        help="--engine spark: also append the scores to the score store")] = False,
 ) -> None:
-    """Score every active account and append the scores to the score store (never overwritten)."""
+    """Score every active account and append the scores to the score store (never overwritten).
+
+    With --engine spark the features are built and the model applied on Spark
+    (mlflow.pyfunc.spark_udf), and the scores written as Parquet to --out (and stored with
+    --store)."""
     from features.contract import DataContractError
     from features.redaction import redact
     from serving.batch import score_data
@@ -83,6 +98,13 @@ def score(
     settings = serving_settings("churn score", model_uri=model_uri_for(model_uri, model_name, data),
                                 tracking_uri=tracking_uri,
                                 score_store_url=store_url, config_file=config)
+    if engine == "spark":
+        if out is None:
+            fail("--engine spark writes the scores to a Parquet directory: give --out")
+        _score_on_spark(data, settings, spark_for(engine, spark_master), out, store,
+                        parse_dates(as_of) if as_of else None)
+        return
+    spark_for(engine, spark_master)  # an unknown engine is an error
     try:
         result = score_data(data, settings, parse_dates(as_of) if as_of else None,
                             progress=progress)
@@ -94,3 +116,22 @@ def score(
     err.print(f"stored {result.written:,} scores in {redact(settings.score_store_url)} "
               f"({result.kept:,} were already stored for this model version and were kept)",
               highlight=False)
+
+
+def _score_on_spark(data, settings, spark, out: Path, store: bool, dates) -> None:
+    from features.contract import DataContractError
+    from features.redaction import redact
+    from serving.model import ModelLoadError
+    from serving.spark_batch import score_data_spark
+    from serving.store import StoreError
+
+    try:
+        result = score_data_spark(data, settings, spark, out, dates, store=store,
+                                  progress=progress)
+    except (ModelLoadError, DataContractError, StoreError, ValueError, FileExistsError) as exc:
+        fail(str(exc))
+    for warning in result.warnings:
+        warn(warning)
+    stored = (f"; stored {sum(r.written for r in result.results.values()):,} in "
+              f"{redact(settings.score_store_url)}" if store else "")
+    err.print(f"wrote {result.rows:,} scores to {result.out}{stored}", highlight=False)

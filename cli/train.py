@@ -11,7 +11,9 @@ from pydantic import ValidationError
 
 from cli.common import (
     DataOpt,
+    EngineOpt,
     ModelNameOpt,
+    SparkMasterOpt,
     TrackingOpt,
     err,
     fail,
@@ -21,10 +23,12 @@ from cli.common import (
     model_uri_for,
     progress,
     report,
+    spark_for,
     warn,
 )
 from features.mlflow_defaults import DEFAULT_MODEL_NAME, champion_uri
 from features.snapshot import Snapshot
+from features.spark import DEFAULT_MASTER
 from training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -46,6 +50,8 @@ def train(
     tracking_uri: TrackingOpt = None,
     model_name: ModelNameOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+    engine: EngineOpt = "duckdb",
+    spark_master: SparkMasterOpt = DEFAULT_MASTER,
 ) -> None:
     """Backtest, train and calibrate a model, log it to MLflow and register it as challenger;
     it becomes champion only if it beats the current champion (of the same data set) on the
@@ -60,9 +66,11 @@ def train(
     tables = load_any(data)
     if not report(tables) and isinstance(tables, Snapshot):
         fail("the problem above stops the training (nothing was trained)")
+    spark = spark_for(engine, spark_master)
     try:
         result = run_training(tables, cfg, tracking=tracking_uri, observed_until=observed_until,
-                              progress=progress, show_progress=not as_json, tune=tune)
+                              progress=progress, show_progress=not as_json, tune=tune,
+                              spark=spark)
     except ValueError as exc:
         fail(str(exc))
     if as_json:

@@ -11,6 +11,10 @@ the difference of two running sums (see ``_windowed``). Because as_of is a date 
 before the probe's day" is exactly "rows before as_of". This avoids a range join of every event
 with every snapshot (slower than pandas), one range-framed window per feature (one sort each), and
 ASOF joins (which Ibis cannot compile to Spark): only plain window functions, group-bys and joins.
+
+The same expressions run on DuckDB (in process, the default) or on Apache Spark through Ibis's
+PySpark backend (``build_features(..., spark=session)``, :mod:`features.spark`); only how input
+frames become tables and how an intermediate result is kept differ (:class:`_Engine`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import ibis
 import ibis.expr.types as ir
@@ -42,6 +48,9 @@ from features.definitions import (
     key_event_measure,
 )
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 KEYS = ["account_id", "as_of"]
 #: DuckDB's working-memory limit while building features (see build_features).
 DEFAULT_MEMORY_LIMIT = "1GB"
@@ -52,6 +61,72 @@ def _memory_limit() -> str:
     if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", value, flags=re.IGNORECASE):
         raise ValueError(f"CHURN_FEATURES_MEMORY_LIMIT must look like 1GB or 512MB, not {value!r}")
     return value
+
+
+class _Engine:
+    """Where the expressions run: an Ibis connection, and the two things backends do differently.
+
+    DuckDB copies an input frame into a table and materialises an intermediate result as a
+    table; Spark registers a frame as a temporary view and caches an intermediate result
+    (Ibis's PySpark backend has no temporary tables, and a permanent one would be written to the
+    session's warehouse).
+    """
+
+    def __init__(self, spark: SparkSession | None = None) -> None:
+        self.spark = spark is not None
+        self.cached: list[ir.Table] = []
+        self.prefix = f"churn_{uuid.uuid4().hex[:12]}_"
+        if spark is not None:
+            from features.spark import connect
+
+            self.con = connect(spark)
+            return
+        self.con = ibis.duckdb.connect()
+        # DuckDB's own progress bar would garble logs and CLI output; the CLI reports progress.
+        self.con.raw_sql("SET enable_progress_bar = false")
+        # Every result is ordered explicitly (by day within windows, by the observation row at
+        # the end), so DuckDB may reorder rows in between: faster and less memory.
+        self.con.raw_sql("SET preserve_insertion_order = false")
+        # Bounded working memory: DuckDB spills big sorts and aggregations to disk beyond it (the
+        # input frames are not counted). CHURN_FEATURES_MEMORY_LIMIT overrides it ("4GB" ...).
+        self.con.raw_sql(f"SET memory_limit = '{_memory_limit()}'")
+        self.con.raw_sql(f"SET temp_directory = '{tempfile.gettempdir()}/churn-features-spill'")
+
+    def table(self, name: str, frame: pd.DataFrame) -> ir.Table:
+        """An input frame as a table of the engine."""
+        if self.spark:
+            return self.con.create_view(self.prefix + name, ibis.memtable(frame), overwrite=True)
+        return self.con.create_table(name, frame)
+
+    def scan(self, frame: pd.DataFrame) -> ir.Table:
+        """A big input frame read where it is (DuckDB scans it without a copy)."""
+        return self.table("usage_events", frame) if self.spark else ibis.memtable(frame)
+
+    def keep(self, name: str, expr: ir.Table) -> ir.Table:
+        """An intermediate result computed once and read several times."""
+        return self.stage(expr) if self.spark else self.con.create_table(name, expr)
+
+    def stage(self, expr: ir.Table) -> ir.Table:
+        """A step of the plan: cached on Spark, whose planner slows down sharply on one deep
+        plan that reads the same inputs many times; left to DuckDB's optimiser otherwise."""
+        if self.spark:
+            self.cached.append(expr.cache())
+            return self.cached[-1]
+        return expr
+
+    def collect(self, expr: ir.Table) -> pd.DataFrame:
+        if self.spark:
+            return self.con.to_pyarrow(expr).to_pandas()
+        return expr.to_pyarrow().to_pandas()
+
+    def close(self) -> None:
+        """Release what this build left in a Spark session (its views and cached results)."""
+        if not self.spark:
+            return
+        for table in self.cached:
+            table.release()
+        for name in self.con.list_tables(like=self.prefix):
+            self.con.raw_sql(f"DROP VIEW IF EXISTS {name}")
 
 
 SECONDS_PER_DAY = 86_400
@@ -126,13 +201,13 @@ def observation_frame(observations: pd.DataFrame) -> pd.DataFrame:
     return obs.reset_index(drop=True)
 
 
-def _rollups(con: ibis.BaseBackend, tables: Tables, needed: set[str]) -> dict[str, ir.Table]:
+def _rollups(con: _Engine, tables: Tables, needed: set[str]) -> dict[str, ir.Table]:
     """Daily measures per account for every present event table (usage only when ``needed``)."""
     out: dict[str, ir.Table] = {}
     config = tables.feature_config
     if tables.usage_events is not None and any(n.startswith("usage_events") for n in needed):
         # Registered, not copied: the events are scanned once per roll-up below.
-        ev = ibis.memtable(tables.usage_events[
+        ev = con.scan(tables.usage_events[
             ["account_id", "timestamp", "event", "user_id", "quantity"]])
         ev = ev.mutate(day=_day(ev.timestamp), qty=ev.quantity.fill_null(1))
         key_measures = {key_event_measure(e): ev.qty.sum(where=ev.event == e).fill_null(0)
@@ -150,7 +225,7 @@ def _rollups(con: ibis.BaseBackend, tables: Tables, needed: set[str]) -> dict[st
             out["usage_events:user_id"] = (ev.filter(ev.user_id.notnull())
                                            .select("account_id", "day", key=ev.user_id))
     if tables.touchpoints is not None:
-        tp = con.create_table("touchpoints", tables.touchpoints[
+        tp = con.table("touchpoints", tables.touchpoints[
             ["account_id", "timestamp", "channel", "initiated_by", "resolved_at", "escalated"]])
         company = tp.initiated_by == "company"
         customer = tp.initiated_by == "customer"
@@ -177,7 +252,7 @@ def _rollups(con: ibis.BaseBackend, tables: Tables, needed: set[str]) -> dict[st
             value=(done.resolved_at.epoch_seconds() - done.timestamp.epoch_seconds())
             .cast("float64") / 3600.0)
     if tables.surveys is not None:
-        sv = con.create_table("surveys", tables.surveys[["account_id", "timestamp", "kind", "score"]])
+        sv = con.table("surveys", tables.surveys[["account_id", "timestamp", "kind", "score"]])
         sv = sv.mutate(day=_day(sv.timestamp))
         answered = sv.score.notnull()
         out["surveys"] = sv.group_by(["account_id", "day"]).agg(
@@ -262,7 +337,7 @@ MAX_DATES_FOR_CONDITIONAL = 24
 
 
 def _distinct(rows: ir.Table, snaps: ir.Table, specs: list[FeatureSpec], dates: list[int],
-              con: ibis.BaseBackend) -> ir.Table:
+              con: _Engine) -> ir.Table:
     """Distinct keys (events, users) per snapshot: a key counts if its last use before as_of is
     inside the window.
 
@@ -274,7 +349,7 @@ def _distinct(rows: ir.Table, snaps: ir.Table, specs: list[FeatureSpec], dates: 
         return _distinct_windowed(rows.distinct(), snaps, specs)
     last = rows.group_by(["account_id", "key"]).agg(
         **{f"l{i}": rows.day.max(where=rows.day < d) for i, d in enumerate(dates)})
-    last = con.create_table(f"last_use_{specs[0].name}", last)  # read once per date below
+    last = con.keep(f"last_use_{specs[0].name}", last)  # read once per date below
     per_date = []
     for i, d in enumerate(dates):
         l_i = last[f"l{i}"]
@@ -312,7 +387,7 @@ def _catalogue_size(usage: ir.Table, snaps: ir.Table) -> ir.Table:
     return seen.group_by("day").agg(_catalogue_size=seen.count().cast("float64"))
 
 
-def _extra_attributes(con: ibis.BaseBackend, tables: Tables, snaps: ir.Table,
+def _extra_attributes(con: _Engine, tables: Tables, snaps: ir.Table,
                       specs: list[FeatureSpec]) -> ir.Table | None:
     """Configured extra account columns (``extra:<column>:<kind>`` attributes)."""
     wanted = [(s.name, *s.compute.name.split(":")[1:]) for s in specs  # type: ignore[union-attr]
@@ -333,7 +408,7 @@ def _extra_attributes(con: ibis.BaseBackend, tables: Tables, snaps: ir.Table,
             frame[f"c{i}"] = pd.to_numeric(values, errors="raise").astype("float64")
         else:
             frame[f"c{i}"] = pd.to_datetime(values).astype("datetime64[us]")
-    extra = con.create_table("account_extras", frame)
+    extra = con.table("account_extras", frame)
     j = snaps.select("account_id", "day", "as_of").left_join(extra, "account_id")
     cols: dict[str, ir.Value] = {}
     for i, (name, _, kind) in enumerate(wanted):
@@ -346,12 +421,12 @@ def _extra_attributes(con: ibis.BaseBackend, tables: Tables, snaps: ir.Table,
     return j.select("account_id", "day", **cols)
 
 
-def _account_attributes(con: ibis.BaseBackend, tables: Tables, snaps: ir.Table) -> ir.Table:
+def _account_attributes(con: _Engine, tables: Tables, snaps: ir.Table) -> ir.Table:
     acc = tables.accounts
     acc_cols = ["account_id"] + [c for c in ("plan", "seats", "industry", "segment",
                                              "signup_date") if c in acc]
-    accounts = con.create_table("accounts", acc[acc_cols])
-    subs = con.create_table("subscriptions", tables.subscriptions[
+    accounts = con.table("accounts", acc[acc_cols])
+    subs = con.table("subscriptions", tables.subscriptions[
         ["account_id", "start_date", "mrr", "billing_period_months"]])
     subs = subs.mutate(start_day=_day(subs.start_date))
     joined = snaps.join(subs, [snaps.account_id == subs.account_id, subs.start_day < snaps.day])
@@ -406,12 +481,14 @@ def _last_nps(rollup: ir.Table, snaps: ir.Table) -> ir.Table:
 
 
 def build_features(tables: Tables, observations: pd.DataFrame,
-                   specs: Iterable[FeatureSpec] | None = None) -> pd.DataFrame:
+                   specs: Iterable[FeatureSpec] | None = None, *,
+                   spark: SparkSession | None = None) -> pd.DataFrame:
     """Compute the feature catalogue for each (account_id, as_of) in ``observations``.
 
     Only rows dated strictly before ``as_of`` are used. Families whose table is absent are null.
     ``specs`` defaults to the catalogue for the data set, ``catalogue(tables.feature_config)``
-    (the declared features plus the data set's key-event and attribute features).
+    (the declared features plus the data set's key-event and attribute features). With ``spark``
+    (a SparkSession) the same expressions run on Spark instead of DuckDB, with equal results.
 
     Returns:
         A frame with ``account_id``, ``as_of`` and one column per feature, in the order of
@@ -420,19 +497,25 @@ def build_features(tables: Tables, observations: pd.DataFrame,
     config: FeatureConfig = tables.feature_config
     specs = list(catalogue(config) if specs is None else specs)
     obs = observation_frame(observations)
-    # DuckDB's own progress bar would garble logs and CLI output; the CLI reports progress itself.
-    con = ibis.duckdb.connect()
-    con.raw_sql("SET enable_progress_bar = false")
-    # Every result is ordered explicitly (by day within windows, by the observation row at the
-    # end), so DuckDB may reorder rows in between: faster and less memory.
-    con.raw_sql("SET preserve_insertion_order = false")
-    # Bounded working memory: DuckDB spills big sorts and aggregations to disk beyond it (the
-    # input frames are not counted). CHURN_FEATURES_MEMORY_LIMIT overrides it ("4GB" ...).
-    con.raw_sql(f"SET memory_limit = '{_memory_limit()}'")
-    con.raw_sql(f"SET temp_directory = '{tempfile.gettempdir()}/churn-features-spill'")
+    con = _Engine(spark)
+    try:
+        frame = _collect_features(con, tables, obs, specs)
+    finally:
+        con.close()
+    rules = [s for s in _with_inputs(specs, config) if isinstance(s.compute, Rule)]
+    _apply_rules(frame, rules, config)
+    out = _finish(frame, specs, _unavailable(tables, specs))
+    out.attrs["families"] = family_availability(tables)
+    return out
+
+
+def _collect_features(con: _Engine, tables: Tables, obs: pd.DataFrame,
+                      specs: list[FeatureSpec]) -> pd.DataFrame:
+    """Every engine-computed feature (and rule input) of ``obs``' rows, in their order."""
+    config: FeatureConfig = tables.feature_config
     snap_pd = obs.assign(day=(obs["as_of"] - pd.Timestamp("1970-01-01")).dt.days.astype("int64"),
                          row=range(len(obs)), acc=pd.factorize(obs["account_id"])[0])
-    snaps = con.create_table("snapshots", snap_pd)
+    snaps = con.table("snapshots", snap_pd)
     dates = sorted(int(d) for d in snap_pd["day"].unique())
     everything = {s.name: s for s in _with_inputs(specs, config)}
     wanted = {i for s in everything.values() if isinstance(s.compute, Derived)
@@ -450,7 +533,7 @@ def build_features(tables: Tables, observations: pd.DataFrame,
     if "_catalogue_size" in wanted:
         needed.add("usage_events:event")
     nps = bool(wanted & {"last_nps", "_previous_nps"}) or "last_nps" in everything
-    rollups = _rollups(con, tables, needed)
+    rollups = {name: con.stage(t) for name, t in _rollups(con, tables, needed).items()}
     parts: list[ir.Table] = [_account_attributes(con, tables, snaps)]
     extras = _extra_attributes(con, tables, snaps, list(everything.values()))
     if extras is not None:
@@ -483,7 +566,7 @@ def build_features(tables: Tables, observations: pd.DataFrame,
                 parts.append(_median(rollups[name], snaps, spec))
 
     joined = snaps.select("account_id", "as_of", "day", "row")
-    for part in parts:
+    for part in map(con.stage, parts):
         cols = [c for c in part.columns if c not in ("account_id", "day")]
         joined = joined.left_join(part, ["account_id", "day"]).select(
             *[c for c in joined.columns], *cols)
@@ -506,11 +589,7 @@ def build_features(tables: Tables, observations: pd.DataFrame,
     rules = [s for s in everything.values() if isinstance(s.compute, Rule)]
     collect = {s.name for s in specs} | {i for s in rules for i in s.compute.inputs}  # type: ignore[union-attr]
     present = [c for c in joined.columns if c in collect]
-    frame = joined.order_by("row").select("account_id", "as_of", *present).to_pyarrow().to_pandas()
-    _apply_rules(frame, rules, config)
-    out = _finish(frame, specs, _unavailable(tables, specs))
-    out.attrs["families"] = family_availability(tables)
-    return out
+    return con.collect(joined.order_by("row").select("account_id", "as_of", *present))
 
 
 def _apply_rules(frame: pd.DataFrame, rules: list[FeatureSpec], config: FeatureConfig) -> None:

@@ -9,6 +9,7 @@ label) both come from it, and :func:`feature_rows` adds the point-in-time featur
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -23,6 +24,9 @@ from features.labels import (
     splits_in_time,
 )
 from features.pointintime import KEYS, build_features
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 #: ``--every`` choices: pandas offset aliases of the observation dates.
 FREQUENCIES = {"month": "MS", "week": "W-MON", "quarter": "QS"}
@@ -170,20 +174,22 @@ def check_churn_spike(tables: Tables, rows: pd.DataFrame, observed_until: pd.Tim
 
 
 def feature_rows(tables: Tables, as_of: Iterable[object] | None = None, every: str | None = None,
-                 horizon_days: int | None = None, grace_days: int | None = None) -> pd.DataFrame:
+                 horizon_days: int | None = None, grace_days: int | None = None, *,
+                 spark: SparkSession | None = None) -> pd.DataFrame:
     """Features for every account active at each date, keyed by (``account_id``, ``as_of``).
 
     With ``horizon_days`` the rows also get their label (``churned`` within the horizon, 0/1) and
     dates whose horizon is not observed yet are dropped: training rows. Without it: scoring rows.
-    ``grace_days`` defaults to the data set's churn definition, else 30.
+    ``grace_days`` defaults to the data set's churn definition, else 30. With ``spark`` the
+    features are built on that SparkSession (:func:`~features.pointintime.build_features`).
     """
     grace = grace_days_for(tables, grace_days)
     dates = dates_for(tables, as_of, every)
     if horizon_days is None:
-        return build_features(tables, scoring_rows(tables, dates, grace))
+        return build_features(tables, scoring_rows(tables, dates, grace), spark=spark)
     label = LabelSettings(horizon_days=horizon_days, grace_days=grace)
     labelled = labelled_rows(tables, label, first=min(dates))
     labelled = labelled[labelled.as_of.isin(pd.DatetimeIndex(dates))].reset_index(drop=True)
-    feats = build_features(tables, labelled[KEYS])
+    feats = build_features(tables, labelled[KEYS], spark=spark)
     feats["churned"] = labelled["churned"].to_numpy()
     return feats

@@ -156,16 +156,27 @@ def score_data(data: str | Path | Tables, settings: ServingSettings,
         FeatureCoverageError: the data lacks most of the model's features.
         StoreError: the score store cannot be written.
     """
+    model, tables, frame = scoring_frame(data, settings, dates, progress)
+    store = ScoreStore(settings.score_store_url)
+    results = score_to_store(model, with_owners(frame, tables), store, settings, progress)
+    return BatchResult(model, len(frame), results, list(tables.warnings))
+
+
+def scoring_frame(data: str | Path | Tables, settings: ServingSettings,
+                  dates: Iterable[object] | None = None, progress: Progress = lambda _: None,
+                  spark: Any = None) -> tuple[LoadedModel, Tables, pd.DataFrame]:
+    """The configured model, the data and its scoring rows (features built on ``spark``, a
+    SparkSession, when given): loaded first, so that a wrong model URI fails before the data
+    is read; the accounts active at a date are decided with the model's grace period."""
     model = load_model(settings.model_uri, settings.tracking_uri, settings.treeshap)
     tables = data if isinstance(data, Tables) else load_tables(data)
     tables = with_key_events(tables, model.metadata.get("key_events"),
                              model.metadata.get("key_event_windows"))
     grace = (model.metadata.get("label") or {}).get("grace_days")
-    frame = feature_rows(tables, None if dates is None else list(dates), grace_days=grace)
+    frame = feature_rows(tables, None if dates is None else list(dates), grace_days=grace,
+                         spark=spark)
     check_coverage(frame, model.encoder.feature_names, f"model {model.name}",
                    f"the data at {tables.source}")
     progress(f"scoring {len(frame):,} account-dates with {model.name} version "
              f"{model.version or '-'}")
-    store = ScoreStore(settings.score_store_url)
-    results = score_to_store(model, with_owners(frame, tables), store, settings, progress)
-    return BatchResult(model, len(frame), results, list(tables.warnings))
+    return model, tables, frame

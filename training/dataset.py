@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,15 +59,17 @@ def resolve_label(config: TrainConfig, tables: Tables) -> TrainConfig:
 
 
 def build_training_set(tables: Tables, config: TrainConfig,
-                       observed_until: pd.Timestamp | str | None = None) -> TrainingSet:
+                       observed_until: pd.Timestamp | str | None = None, *,
+                       spark: Any = None) -> TrainingSet:
     """Observation dates, labels and point-in-time features for every active account.
 
-    ``config`` should already be resolved against the data (:func:`resolve_label`).
+    ``config`` should already be resolved against the data (:func:`resolve_label`); ``spark``
+    (a SparkSession) builds the features on Spark.
     """
     observed = (tables.observed_until() if observed_until is None
                 else pd.Timestamp(observed_until).normalize())
     obs = labelled_rows(tables, config.label, observed)
-    feats = build_features(tables, obs[KEYS])
+    feats = build_features(tables, obs[KEYS], spark=spark)
     frame = pd.concat([feats, obs[[LABEL]].reset_index(drop=True)], axis=1)
     fc = tables.feature_config
     names = config.features.select(feature_names(fc))

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -261,12 +262,12 @@ def _choose_regularisation(ts: TrainingSet, config: TrainConfig, holdout: Fold,
 def fit_run(tables: Tables, config: TrainConfig | None = None, *,
             observed_until: str | None = None, progress: Progress = quiet,
             show_progress: bool = False, tune: int = 0,
-            training_set: TrainingSet | None = None) -> TrainingRun:
+            training_set: TrainingSet | None = None, spark: Any = None) -> TrainingRun:
     """Backtest, train, calibrate and evaluate on the latest held-out dates.
 
     ``tune`` > 0 first runs that many Optuna trials on the backtest folds before the test window.
     ``training_set`` reuses already built training rows (they must come from ``tables`` and
-    ``config``'s label settings).
+    ``config``'s label settings). ``spark`` (a SparkSession) builds them on Spark.
     """
     started = time.perf_counter()
     config = resolve_label(config or TrainConfig(), tables)
@@ -276,7 +277,7 @@ def fit_run(tables: Tables, config: TrainConfig | None = None, *,
         if tables.feature_config.key_events:
             progress(f"no key events declared: the {len(tables.feature_config.key_events)} most "
                      f"frequent get their own features ({', '.join(tables.feature_config.key_events)})")
-    ts = training_set or build_training_set(tables, config, observed_until)
+    ts = training_set or build_training_set(tables, config, observed_until, spark=spark)
     as_of = ts.frame["as_of"]
     progress(f"built {len(ts.frame):,} training rows over {as_of.nunique()} observation dates "
              f"(churn rate {ts.frame['churned'].mean():.1%})")

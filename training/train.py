@@ -4,6 +4,7 @@ register it and gate its promotion (:mod:`training.tracking`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from features.contract import Tables
 from features.snapshot import Snapshot
@@ -18,10 +19,11 @@ from training.tracking import TrainResult, record
 def run_training(data: str | Path | Tables | Snapshot, config: TrainConfig | None = None, *,
                  tracking: str | None = None, observed_until: str | None = None,
                  progress: Progress = quiet, show_progress: bool = False,
-                 tune: int = 0, training_set: TrainingSet | None = None) -> TrainResult:
+                 tune: int = 0, training_set: TrainingSet | None = None,
+                 spark: Any = None) -> TrainResult:
     """Backtest, train, calibrate and evaluate on the latest held-out dates, log everything to
     MLflow, register the model as ``challenger`` and promote it to ``champion`` if it passes the
-    gate (see :func:`training.run.fit_run` for ``tune`` and ``training_set``).
+    gate (see :func:`training.run.fit_run` for ``tune``, ``training_set`` and ``spark``).
 
     A snapshot export is cross-validated instead (:func:`training.crossval.fit_snapshot`).
     """
@@ -33,5 +35,5 @@ def run_training(data: str | Path | Tables | Snapshot, config: TrainConfig | Non
         return record(fit_snapshot(tables, config, progress=progress), tracking=tracking,
                       progress=progress)
     run = fit_run(tables, config, observed_until=observed_until, progress=progress,
-                  show_progress=show_progress, tune=tune, training_set=training_set)
+                  show_progress=show_progress, tune=tune, training_set=training_set, spark=spark)
     return record(run, tracking=tracking, progress=progress)

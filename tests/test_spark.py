@@ -1,0 +1,189 @@
+"""Apache Spark, proven equal to the in-process path: the feature builder on Ibis's PySpark
+backend gives DuckDB's frame (every column, every snapshot), the logged pyfunc gives the same
+probabilities through `mlflow.pyfunc.spark_udf`, and `churn score --engine spark`'s scores are the
+in-process scores. One local Spark session (2 cores) serves every test of this module."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.contract import Tables
+from features.pointintime import KEYS, build_features
+from features.rows import active_rows, dates_for, feature_rows, grace_days_for
+from serving.batch import score_frame, scoring_frame
+from serving.settings import ServingSettings
+
+pyspark = pytest.importorskip("pyspark")
+
+pytestmark = [
+    pytest.mark.e2e,
+    # PySpark 4.x warns about pandas 3 (support, and its own use of a deprecated `copy=`); the
+    # paths used here work, and the tests check their results.
+    pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:Warning"),
+]
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from features.spark import spark_session
+
+    # Spark's Python workers run $PYSPARK_PYTHON: this interpreter, where mlflow, lightgbm live.
+    saved = os.environ.get("PYSPARK_PYTHON")
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    # Small data: one shuffle partition, and no code generation or adaptive re-planning, whose fixed
+    # costs dominate on a few thousand rows.
+    session = spark_session("local[2]", "churn-risk-tests", {
+        "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "1",
+        "spark.default.parallelism": "2", "spark.sql.adaptive.enabled": "false",
+        "spark.sql.codegen.wholeStage": "false", "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1", "spark.driver.memory": "2g"})
+    try:
+        yield session
+    finally:
+        session.stop()
+        if saved is None:
+            os.environ.pop("PYSPARK_PYTHON", None)
+        else:
+            os.environ["PYSPARK_PYTHON"] = saved
+
+
+def _subset(tables: Tables, accounts: int) -> Tables:
+    """The first ``accounts`` accounts (by id) of ``tables``, every table filtered to them."""
+    keep = set(sorted(tables.accounts["account_id"].astype(str))[:accounts])
+    frames = {name: frame[frame["account_id"].astype(str).isin(keep)].reset_index(drop=True)
+              for name in ("accounts", "subscriptions", "usage_events", "touchpoints", "surveys")
+              if (frame := tables.get(name)) is not None}
+    return dataclasses.replace(tables, **frames)
+
+
+def _assert_same_frame(spark_frame: pd.DataFrame, duck: pd.DataFrame) -> None:
+    assert list(spark_frame.columns) == list(duck.columns)
+    assert spark_frame[KEYS].equals(duck[KEYS])
+    for column in duck.columns[2:]:
+        a, b = spark_frame[column], duck[column]
+        assert a.dtype == b.dtype, column
+        if b.dtype == "float64":
+            np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-9, atol=1e-9,
+                                       equal_nan=True, err_msg=column)
+        else:
+            assert a.fillna("<NA>").equals(b.fillna("<NA>")), column
+
+
+def test_spark_features_equal_duckdb_on_generated_data(spark, small_tables) -> None:
+    # Every monthly snapshot of every active account, every catalogue family present.
+    obs = active_rows(small_tables, dates_for(small_tables, every="month"),
+                      grace_days_for(small_tables))[KEYS]
+    duck = build_features(small_tables, obs)
+    assert obs["as_of"].nunique() >= 8
+    # Real values in every family, so equal frames are not equal by being empty.
+    for family, available in duck.attrs["families"].items():
+        assert available, family
+    numeric = duck.select_dtypes("float64")
+    assert (numeric.notna().mean() > 0.5).sum() > 0.7 * numeric.shape[1]
+    _assert_same_frame(build_features(small_tables, obs, spark=spark), duck)
+
+
+def test_spark_features_equal_duckdb_on_sim_dev(spark, sim_dev_tables) -> None:
+    # The shipped mapping's data (key events, extra account attributes), a sample of accounts.
+    tables = _subset(sim_dev_tables, 150)
+    dates = dates_for(tables, every="quarter")[1:4]
+    obs = active_rows(tables, dates, grace_days_for(tables))[KEYS]
+    assert len(obs) > 100
+    duck = build_features(tables, obs)
+    assert tables.feature_config.key_events
+    _assert_same_frame(build_features(tables, obs, spark=spark), duck)
+
+
+def _features(default_tables, rows: int) -> pd.DataFrame:
+    frame = feature_rows(default_tables).head(rows)
+    features = frame.drop(columns=["account_id", "as_of"]).astype(object)
+    return features.where(features.notna(), None)
+
+
+def test_spark_udf_returns_the_same_probabilities_as_in_process(
+        spark, registered_model, default_tables) -> None:
+    from pyspark.sql.functions import monotonically_increasing_id
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+    uri = f"models:/churn-risk/{registered_model.version}"
+    mlflow.set_tracking_uri(registered_model.tracking_uri)
+    features = _features(default_tables, 50)
+    # Real rows with missing values, in numeric and in categorical (string) columns alike.
+    assert features.isna().any().any()
+    categorical = [c for c in features.columns
+                   if any(isinstance(v, str) for v in features[c])]
+    assert categorical and features[categorical].isna().any().any()
+
+    schema = StructType([StructField(c, StringType() if c in categorical else DoubleType(), True)
+                         for c in features.columns])
+    rows = [tuple(None if v is None or (isinstance(v, float) and math.isnan(v))
+                  else (str(v) if c in categorical else float(v))
+                  for c, v in zip(features.columns, row, strict=True))
+            for row in features.itertuples(index=False, name=None)]
+    sdf = spark.createDataFrame(rows, schema=schema)
+
+    predict = mlflow.pyfunc.spark_udf(spark, uri, env_manager="local", result_type="double")
+    scored = (sdf.withColumn("row", monotonically_increasing_id())
+              .withColumn("churn_probability", predict(*features.columns))
+              .select("row", "churn_probability")
+              .toPandas().sort_values("row"))
+    via_spark = scored["churn_probability"].to_numpy(dtype=float)
+
+    in_process = np.asarray(mlflow.pyfunc.load_model(uri).predict(features), dtype=float)
+    assert len(via_spark) == len(in_process) == 50
+    assert ((via_spark >= 0) & (via_spark <= 1)).all()
+    assert len(np.unique(via_spark)) > 10
+    np.testing.assert_allclose(via_spark, in_process, rtol=0, atol=1e-9)
+
+
+def test_spark_batch_scores_equal_in_process_scores(spark, registered_model, default_tables,
+                                                    tmp_path) -> None:
+    from serving.spark_batch import score_data_spark
+
+    tables = _subset(default_tables, 250)
+    store_url = f"sqlite:///{tmp_path / 'scores.db'}"
+    settings = ServingSettings(model_uri=f"models:/churn-risk/{registered_model.version}",
+                               tracking_uri=registered_model.tracking_uri,
+                               score_store_url=store_url, reasons_top=3)
+    model, _, frame = scoring_frame(tables, settings)
+    expected = {s.account_id: s for s in score_frame(model, frame, settings)}
+
+    out = tmp_path / "scores"
+    result = score_data_spark(tables, settings, spark, out, store=True)
+    written = pd.read_parquet(out)
+    assert result.rows == len(written) == len(expected) > 100
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dir left
+    for row in written.to_dict("records"):
+        row = {k: None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+               for k, v in row.items()}
+        want = expected[row["account_id"]]
+        assert row["churn_probability"] == pytest.approx(want.churn_probability, abs=1e-9)
+        assert row["risk_band"] == want.risk_band
+        assert row["health_band"] == want.health_band
+        assert row["health_score"] == (None if want.health_score is None else
+                                       pytest.approx(want.health_score, abs=1e-9))
+        assert row["quadrant"] == want.quadrant
+        assert json.loads(row["reasons"]) == json.loads(json.dumps(want.reasons))
+    assert written["churn_probability"].nunique() > 50
+    assert written["reasons"].map(lambda r: len(json.loads(r))).eq(3).all()
+
+    # The store holds the same scores, once; scoring again keeps them (insert-only).
+    stored = result.results
+    assert sum(r.written for r in stored.values()) == len(expected)
+    from serving.store import ScoreStore
+
+    some = next(iter(expected))
+    history = ScoreStore(store_url).account(some, "churn-risk")
+    assert history and history[0]["health_score"] == pytest.approx(expected[some].health_score)
+    with pytest.raises(FileExistsError):
+        score_data_spark(tables, settings, spark, out, store=True)
