@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 
 import mlflow
@@ -26,6 +27,7 @@ pyspark = pytest.importorskip("pyspark")
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs Java 17+ on the PATH"),
     # PySpark 4.x warns about pandas 3 (support, and its own use of a deprecated `copy=`); the
     # paths used here work, and the tests check their results.
     pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning"),
