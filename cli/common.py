@@ -4,6 +4,7 @@ package's errors into one clear line."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -55,6 +56,8 @@ def spark_for(engine: str, master: str) -> Any:
         fail(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "duckdb":
         return None
+    # PySpark repeats this on every pandas conversion; once is enough for a user to read it.
+    warnings.filterwarnings("once", message="PySpark does not yet fully support pandas")
     try:
         return spark_session(master)
     except SparkUnavailable as exc:
