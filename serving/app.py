@@ -122,7 +122,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                            expose_headers=["X-Request-ID"])
     # Outermost after the request middleware: a request for another Host (DNS rebinding) is
     # refused before any route, and still gets a request id, security headers and a log line.
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=host_allow_list(settings))
+    hosts = host_allow_list(settings)
+    if hosts != ["*"]:  # any Host: no layer to pass on every request
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics,
                        max_body_bytes=settings.max_body_bytes,
                        log_requests=settings.log_requests)
