@@ -70,11 +70,12 @@ def progress(message: str) -> None:
     err.print(f"[dim]-[/] {escape(message)}", highlight=False)
 
 
-def load(data: Path | str, quiet: bool = False) -> Tables:
-    """The tables at ``data``, or a clear error naming the file, column and rows; what loading
-    noticed is said on stderr (unless ``quiet``: the caller reports it)."""
+def load(data: Path | str, quiet: bool = False, spark: Any = None) -> Tables:
+    """The tables at ``data`` (a folder's usage events read by ``spark`` when given), or a clear
+    error naming the file, column and rows; what loading noticed is said on stderr (unless
+    ``quiet``: the caller reports it)."""
     try:
-        tables = load_tables(data)
+        tables = load_tables(data, spark)
     except DataContractError as exc:
         fail(str(exc))
     if not quiet:
@@ -83,11 +84,11 @@ def load(data: Path | str, quiet: bool = False) -> Tables:
     return tables
 
 
-def load_any(data: Path | str) -> Tables | Snapshot:
+def load_any(data: Path | str, spark: Any = None) -> Tables | Snapshot:
     """:func:`load`, or the snapshot export a snapshot mapping declares (for the commands that
     take both: check and train); what loading noticed is left to :func:`report`."""
     try:
-        return load_data(data)
+        return load_data(data, spark)
     except DataContractError as exc:
         fail(str(exc))
 

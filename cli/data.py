@@ -65,8 +65,8 @@ def features(
     from features.io import write_parquet
     from features.rows import feature_rows
 
-    tables = load(data)
     spark = spark_for(engine, spark_master)
+    tables = load(data, spark=spark)
     try:
         frame = feature_rows(tables, parse_dates(as_of) if as_of and every is None else None,
                              every, horizon_days=horizon, spark=spark)

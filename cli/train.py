@@ -63,10 +63,10 @@ def train(
         cfg.label.horizon_days = horizon
     if model_name is not None:
         cfg.model_name = model_name
-    tables = load_any(data)
+    spark = spark_for(engine, spark_master)
+    tables = load_any(data, spark)
     if not report(tables) and isinstance(tables, Snapshot):
         fail("the problem above stops the training (nothing was trained)")
-    spark = spark_for(engine, spark_master)
     try:
         result = run_training(tables, cfg, tracking=tracking_uri, observed_until=observed_until,
                               progress=progress, show_progress=not as_json, tune=tune,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from features.contract import TABLES, Tables
+from features.contract import TABLES, Tables, time_span
 from features.labels import LabelSettings
 from features.mlflow_defaults import DEFAULT_MODEL_NAME
 from features.pointintime import family_availability
@@ -71,9 +71,10 @@ def _span(tables: Tables, name: str) -> tuple[pd.Timestamp | None, pd.Timestamp 
     spec = next(s for s in TABLES if s.name == name)
     column = spec.time_column or ("signup_date" if name == "accounts" else None)
     frame = tables.get(name)
-    if column is None or frame is None or column not in frame or frame[column].isna().all():
+    if column is None or frame is None or column not in frame:
         return None, None
-    return frame[column].min(), frame[column].max()
+    first, last = time_span(frame, column)
+    return (None, None) if pd.isna(first) else (first, last)
 
 
 def check(tables: Tables, label: LabelSettings | None = None) -> DataReport:

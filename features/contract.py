@@ -9,7 +9,7 @@ description.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -181,7 +181,9 @@ class Tables:
 
     accounts: pd.DataFrame
     subscriptions: pd.DataFrame
-    usage_events: pd.DataFrame | None = None
+    #: A pandas frame, or with ``--engine spark`` the events held by Spark
+    #: (:class:`features.spark_events.SparkEvents`, already validated).
+    usage_events: pd.DataFrame | Any | None = None
     touchpoints: pd.DataFrame | None = None
     surveys: pd.DataFrame | None = None
     source: str = "<memory>"
@@ -205,10 +207,10 @@ class Tables:
         if self.churn.extract_date is not None:
             return ExtractDate(pd.Timestamp(self.churn.extract_date).normalize(),
                                "extract_date of the mapping")
-        latest = [(frame[col.name].max(), spec.name) for spec in TABLES
+        latest = [(last, spec.name) for spec in TABLES
                   if spec.name in ACTIVITY_TABLES and (frame := self.get(spec.name)) is not None
                   for col in spec.columns if col.kind in ("date", "datetime")
-                  and len(frame) and pd.notna(frame[col.name].max())]
+                  and len(frame) and pd.notna(last := time_span(frame, col.name)[1])]
         if latest:
             date, table = max(latest)
             return ExtractDate(date.normalize(), f"latest {table} timestamp")
@@ -236,12 +238,25 @@ class Tables:
     def activity_start(self) -> pd.Timestamp:
         """The earliest timestamp of the event tables (usage, touchpoints, surveys); when none is
         present, the earliest subscription start. Features are only meaningful after it."""
-        starts = [frame[spec.time_column].min() for spec in TABLES[2:]
+        starts = [time_span(frame, spec.time_column)[0] for spec in TABLES[2:]
                   if (frame := self.get(spec.name)) is not None and len(frame)]
         starts = [s for s in starts if pd.notna(s)]
         if not starts:
             starts = [self.subscriptions["start_date"].min()]
         return min(starts).normalize()
+
+
+def on_driver(frame: object) -> bool:
+    """True for a pandas frame; False for a table held elsewhere (usage events on Spark), which
+    was validated where it lives and answers only for its size, columns and time span."""
+    return isinstance(frame, pd.DataFrame)
+
+
+def time_span(frame: Any, column: str) -> tuple[Any, Any]:
+    """Earliest and latest value of the time column ``column`` (NaT or None when empty)."""
+    if on_driver(frame):
+        return frame[column].min(), frame[column].max()
+    return frame.span(column)
 
 
 def validate_tables(tables: Tables) -> Tables:
@@ -255,8 +270,10 @@ def validate_tables(tables: Tables) -> Tables:
                 raise DataContractError(spec.name, "required table missing")
             continue
         absent[spec.name] = tuple(sorted(set(tables.absent_columns.get(spec.name, ()))
-                                         | set(absent_columns(spec, frame))))
-        out[spec.name] = validate_table(spec, frame, tables.files.get(spec.name, spec.name))
+                                         | set(absent_columns(spec, frame) if on_driver(frame)
+                                               else ())))
+        out[spec.name] = (validate_table(spec, frame, tables.files.get(spec.name, spec.name))
+                          if on_driver(frame) else frame)
     result = Tables(**out, source=tables.source, files=tables.files,
                     feature_config=tables.feature_config, churn=tables.churn,
                     absent_columns=absent, name=tables.name, warnings=list(tables.warnings))
@@ -420,6 +437,13 @@ def check_extract_date(tables: Tables) -> None:
         frame = tables.get(spec.name)
         if spec.name not in ACTIVITY_TABLES or frame is None:
             continue
+        if not on_driver(frame):
+            last = time_span(frame, spec.time_column)[1]
+            if last is not None and last >= limit:
+                raise DataContractError(
+                    tables.files.get(spec.name, spec.name), f"{last:%Y-%m-%d} is after the "
+                    f"extract date {limit - pd.Timedelta(days=1):%Y-%m-%d}", spec.time_column)
+            continue
         bad = frame[spec.time_column] >= limit
         if bad.any():
             file = tables.files.get(spec.name, spec.name)
@@ -434,7 +458,7 @@ def check_references(tables: Tables) -> None:
     known = pd.Index(tables.accounts["account_id"].dropna().unique())
     for spec in TABLES[1:]:
         frame = tables.get(spec.name)
-        if frame is None:
+        if frame is None or not on_driver(frame):  # a table on Spark was checked there
             continue
         bad = ~frame["account_id"].isin(known)
         if bad.any():

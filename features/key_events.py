@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
-from features.contract import Tables
+from features.contract import Tables, on_driver
 
 #: At most this many event types get their own features when none are declared.
 MAX_DEFAULT_KEY_EVENTS = 8
@@ -23,10 +24,15 @@ MAX_DEFAULT_KEY_EVENTS = 8
 DEFAULT_KEY_EVENT_WINDOWS = (30, 90)
 
 
-def frequent_events(usage: pd.DataFrame, n: int = MAX_DEFAULT_KEY_EVENTS) -> tuple[str, ...]:
-    """The ``n`` event types with the most uses (quantities summed; ties by name)."""
-    uses = usage["quantity"].fillna(1.0).groupby(usage["event"], observed=True).sum()
-    ranked = sorted(uses.items(), key=lambda kv: (-kv[1], str(kv[0])))
+def frequent_events(usage: pd.DataFrame | Any, n: int = MAX_DEFAULT_KEY_EVENTS
+                    ) -> tuple[str, ...]:
+    """The ``n`` event types with the most uses (quantities summed; ties by name). ``usage`` is a
+    pandas frame or events held by Spark (which count their own uses)."""
+    if on_driver(usage):
+        uses = usage["quantity"].fillna(1.0).groupby(usage["event"], observed=True).sum().items()
+    else:
+        uses = usage.event_uses().items()
+    ranked = sorted(uses, key=lambda kv: (-kv[1], str(kv[0])))
     return tuple(str(event) for event, _ in ranked[:n])
 
 

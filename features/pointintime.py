@@ -24,14 +24,14 @@ import re
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import ibis
 import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from features.contract import Tables
+from features.contract import Tables, on_driver
 from features.definitions import (
     FAMILY_TABLE,
     Attribute,
@@ -98,9 +98,18 @@ class _Engine:
             return self.con.create_view(self.prefix + name, ibis.memtable(frame), overwrite=True)
         return self.con.create_table(name, frame)
 
-    def scan(self, frame: pd.DataFrame) -> ir.Table:
-        """A big input frame read where it is (DuckDB scans it without a copy)."""
-        return self.table("usage_events", frame) if self.spark else ibis.memtable(frame)
+    def scan(self, frame: pd.DataFrame | Any, columns: list[str]) -> ir.Table:
+        """The usage events' ``columns``, read where they are: DuckDB scans a pandas frame
+        without a copy; Spark reads events it holds itself (:mod:`features.spark_events`) as a
+        view, or is handed a pandas frame."""
+        if on_driver(frame):
+            frame = frame[columns]
+            return self.table("usage_events", frame) if self.spark else ibis.memtable(frame)
+        if not self.spark:
+            raise ValueError("these usage events are held by Spark: build the features with "
+                             "spark=<the session> (--engine spark)")
+        frame.frame.select(*columns).createOrReplaceTempView(self.prefix + "usage_events")
+        return self.con.table(self.prefix + "usage_events")
 
     def keep(self, name: str, expr: ir.Table) -> ir.Table:
         """An intermediate result computed once and read several times."""
@@ -207,8 +216,8 @@ def _rollups(con: _Engine, tables: Tables, needed: set[str]) -> dict[str, ir.Tab
     config = tables.feature_config
     if tables.usage_events is not None and any(n.startswith("usage_events") for n in needed):
         # Registered, not copied: the events are scanned once per roll-up below.
-        ev = con.scan(tables.usage_events[
-            ["account_id", "timestamp", "event", "user_id", "quantity"]])
+        ev = con.scan(tables.usage_events,
+                      ["account_id", "timestamp", "event", "user_id", "quantity"])
         ev = ev.mutate(day=_day(ev.timestamp), qty=ev.quantity.fill_null(1))
         key_measures = {key_event_measure(e): ev.qty.sum(where=ev.event == e).fill_null(0)
                         .cast("float64") for e in config.key_events}

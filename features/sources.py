@@ -20,6 +20,7 @@ import difflib
 import gzip
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -187,7 +188,7 @@ def _find(data_dir: Path, name: str) -> Path:
                             f"{', '.join(p.name for p in candidates)})")
 
 
-def load_tables(location: str | Path) -> Tables:
+def load_tables(location: str | Path, spark: Any = None) -> Tables:
     """Read and validate the contract tables at ``location``: a data folder, a mapping file
     (``*.yaml``) or an Ibis database URL (see the module docstring).
 
@@ -195,7 +196,7 @@ def load_tables(location: str | Path) -> Tables:
         DataContractError: a required table or column is missing, or a value breaks the contract
             (or the mapping declares a snapshot export, which has no contract tables).
     """
-    data = load_data(location)
+    data = load_data(location, spark)
     if isinstance(data, Snapshot):
         raise DataContractError(str(location), "a snapshot export (one row per account, no "
                                 "dates) has no event-log tables: it can be checked, trained and "
@@ -204,15 +205,17 @@ def load_tables(location: str | Path) -> Tables:
     return data
 
 
-def load_data(location: str | Path) -> Tables | Snapshot:
+def load_data(location: str | Path, spark: Any = None) -> Tables | Snapshot:
     """:func:`load_tables`, or the :class:`~features.snapshot.Snapshot` a snapshot mapping
-    declares (the commands that train and check take both)."""
+    declares (the commands that train and check take both). With ``spark`` (a SparkSession), a
+    data folder's usage events are read and validated by Spark and stay there
+    (:mod:`features.spark_events`); mappings and databases are read as without it."""
     if is_url(location):
         return load_database(str(location))
     path = Path(location)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return load_mapped(path)
-    return load_folder(path)
+    return load_folder(path, spark)
 
 
 def dataset_name(location: str | Path) -> str | None:
@@ -226,11 +229,13 @@ def dataset_name(location: str | Path) -> str | None:
     return None
 
 
-def load_folder(data_dir: Path) -> Tables:
-    """The contract tables of a folder holding one file per table.
+def load_folder(data_dir: Path, spark: Any = None) -> Tables:
+    """The contract tables of a folder holding one file per table (Parquet may be a directory of
+    files, partitioned or not).
 
     Files that are not a contract table, a table present in two forms and optional tables with
-    no rows are named in ``tables.warnings``.
+    no rows are named in ``tables.warnings``. With ``spark`` the usage events are read and
+    validated on Spark instead (after the accounts their ids are checked against).
     """
     if not data_dir.is_dir():
         raise DataContractError(str(data_dir), "data directory does not exist")
@@ -249,6 +254,16 @@ def load_folder(data_dir: Path) -> Tables:
         if len(found) > 1:
             warnings.append(f"{spec.name}: read {path.name}; "
                             f"{', '.join(p.name for p in found[1:])} also there, not read")
+        if spark is not None and spec.name == "usage_events":
+            from features.spark_events import read_events
+
+            events = read_events(spark, path, frames["accounts"], files["accounts"])
+            if events.empty:
+                warnings.append(f"{path.name} has no rows: {spec.name} is treated as absent")
+                continue
+            frames[spec.name], files[spec.name] = events, path.name
+            absent[spec.name] = tuple(c.name for c in spec.columns if c.name not in events.given)
+            continue
         raw = read_raw(path)
         if raw.empty and not spec.required:
             warnings.append(f"{path.name} has no rows: {spec.name} is treated as absent")

@@ -169,7 +169,7 @@ def scoring_frame(data: str | Path | Tables, settings: ServingSettings,
     SparkSession, when given): loaded first, so that a wrong model URI fails before the data
     is read; the accounts active at a date are decided with the model's grace period."""
     model = load_model(settings.model_uri, settings.tracking_uri, settings.treeshap)
-    tables = data if isinstance(data, Tables) else load_tables(data)
+    tables = data if isinstance(data, Tables) else load_tables(data, spark)
     tables = with_key_events(tables, model.metadata.get("key_events"),
                              model.metadata.get("key_event_windows"))
     grace = (model.metadata.get("label") or {}).get("grace_days")

@@ -18,8 +18,12 @@ import pandas as pd
 import pytest
 
 from features.contract import Tables
+from features.key_events import frequent_events
 from features.pointintime import KEYS, build_features
 from features.rows import active_rows, dates_for, feature_rows, grace_days_for
+from features.sources import load_tables
+from features.spark_events import SparkEvents
+from features.synthetic import write_tables
 from serving.batch import score_frame, scoring_frame
 from serving.settings import ServingSettings
 
@@ -81,18 +85,72 @@ def _assert_same_frame(spark_frame: pd.DataFrame, duck: pd.DataFrame) -> None:
             assert a.fillna("<NA>").equals(b.fillna("<NA>")), column
 
 
-def test_spark_features_equal_duckdb_on_generated_data(spark, small_tables) -> None:
+def _folder_with_partitioned_events(tables: Tables, root) -> object:
+    """``tables`` as a data folder whose usage events are a Parquet directory partitioned by
+    date (the layout docs/scale-out.md recommends)."""
+    folder = write_tables(dataclasses.replace(tables, usage_events=None), root / "data")
+    events = tables.usage_events.assign(event_date=tables.usage_events["timestamp"].dt.date
+                                        .astype(str))
+    events.to_parquet(folder / "usage_events.parquet", partition_cols=["event_date"], index=False)
+    return folder
+
+
+def test_spark_reads_the_events_itself_and_builds_duckdbs_frame(spark, small_tables,
+                                                                 tmp_path) -> None:
+    folder = _folder_with_partitioned_events(small_tables, tmp_path)
+    on_spark, in_process = load_tables(folder, spark), load_tables(folder)
+    # The events stay on Spark: the driver holds only their count, span and columns.
+    assert isinstance(on_spark.usage_events, SparkEvents)
+    assert len(on_spark.usage_events) == len(in_process.usage_events) > 10_000
+    assert on_spark.extract_date() == in_process.extract_date()
+    assert on_spark.activity_start() == in_process.activity_start()
+    assert on_spark.absent_columns == in_process.absent_columns
+    assert frequent_events(on_spark.usage_events) == frequent_events(in_process.usage_events)
+
     # Every monthly snapshot of every active account, every catalogue family present.
-    obs = active_rows(small_tables, dates_for(small_tables, every="month"),
-                      grace_days_for(small_tables))[KEYS]
-    duck = build_features(small_tables, obs)
+    obs = active_rows(in_process, dates_for(in_process, every="month"),
+                      grace_days_for(in_process))[KEYS]
+    duck = build_features(in_process, obs)
     assert obs["as_of"].nunique() >= 8
     # Real values in every family, so equal frames are not equal by being empty.
     for family, available in duck.attrs["families"].items():
         assert available, family
     numeric = duck.select_dtypes("float64")
     assert (numeric.notna().mean() > 0.5).sum() > 0.7 * numeric.shape[1]
-    _assert_same_frame(build_features(small_tables, obs, spark=spark), duck)
+    _assert_same_frame(build_features(on_spark, obs, spark=spark), duck)
+    with pytest.raises(ValueError, match="held by Spark"):
+        build_features(on_spark, obs.head(5))
+
+
+BAD_EVENTS = [
+    # (what is wrong, the column, text the error quotes)
+    (lambda e: e.assign(timestamp=e["timestamp"].where(e.index != 7, "31/12/2024")),
+     "timestamp", "'31/12/2024'"),
+    (lambda e: e.assign(quantity=e["quantity"].where(e.index != 3, -2)), "quantity", "-2 below 0"),
+    (lambda e: e.assign(quantity=e["quantity"].astype(object).where(e.index != 5, "lots")),
+     "quantity", "'lots'"),
+    (lambda e: e.assign(event=e["event"].where(e.index != 9, " ")), "event", "empty values"),
+    (lambda e: e.assign(account_id=e["account_id"].where(e.index != 4, "nobody")), "account_id",
+     "'nobody' is not in accounts.csv"),
+    (lambda e: e.drop(columns=["event"]), None, "missing required column(s): event"),
+]
+
+
+@pytest.mark.parametrize(("spoil", "column", "quoted"), BAD_EVENTS)
+def test_bad_events_read_by_spark_name_the_file_column_and_value(spark, small_tables, tmp_path,
+                                                                 spoil, column, quoted) -> None:
+    from features.contract import DataContractError
+
+    tables = _subset(small_tables, 20)
+    folder = write_tables(tables, tmp_path / "data", fmt="csv")
+    events = pd.read_csv(folder / "usage_events.csv", dtype=str, keep_default_na=False)
+    spoil(events).to_csv(folder / "usage_events.csv", index=False)
+    with pytest.raises(DataContractError) as caught:
+        load_tables(folder, spark)
+    error = caught.value
+    assert error.file == "usage_events.csv"
+    assert error.column == column
+    assert quoted in str(error)
 
 
 def test_spark_features_equal_duckdb_on_sim_dev(spark, sim_dev_tables) -> None:
