@@ -8,6 +8,7 @@ Spark is asked for, and its absence is one clear error naming the extra.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -50,11 +51,24 @@ def spark_session(master: str = DEFAULT_MASTER, app_name: str = "churn-risk",
                .config("spark.ui.showConsoleProgress", "false")
                # pandas frames cross to the JVM as Arrow batches, not row by row.
                .config("spark.sql.execution.arrow.pyspark.enabled", "true"))
-    for key, value in (config or {}).items():
+    config = {**local_defaults(master), **(config or {})}
+    for key, value in config.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def local_defaults(master: str) -> dict[str, str]:
+    """Settings for a local master (``local``, ``local[N]``, ``local[*]``): two shuffle
+    partitions per core instead of Spark's 200, whose per-task costs dominate on one machine. A
+    cluster keeps Spark's defaults (docs/scale-out.md says how to size them)."""
+    found = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\s*\d+)?\])?", master.strip())
+    if not found:
+        return {}
+    cores = found.group(1)
+    cores = int(cores) if cores and cores != "*" else (os.cpu_count() or 1) if cores else 1
+    return {"spark.sql.shuffle.partitions": str(2 * cores)}
 
 
 def connect(session: SparkSession) -> ibis.BaseBackend:
