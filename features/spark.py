@@ -40,8 +40,8 @@ def require_pyspark() -> None:
 def spark_session(master: str = DEFAULT_MASTER, app_name: str = "churn-risk",
                   config: dict[str, Any] | None = None) -> SparkSession:
     """A SparkSession on ``master`` (``local[*]``, ``spark://host:7077``, ``yarn`` ...), or the
-    running one. Its Python workers run this interpreter unless $PYSPARK_PYTHON says otherwise
-    (the scoring UDF needs the model's libraries there)."""
+    running one (as it was configured, plus ``config``). Its Python workers run this interpreter
+    unless $PYSPARK_PYTHON says otherwise (the scoring UDF needs the model's libraries there)."""
     require_pyspark()
     from pyspark.sql import SparkSession
 
@@ -51,7 +51,8 @@ def spark_session(master: str = DEFAULT_MASTER, app_name: str = "churn-risk",
                .config("spark.ui.showConsoleProgress", "false")
                # pandas frames cross to the JVM as Arrow batches, not row by row.
                .config("spark.sql.execution.arrow.pyspark.enabled", "true"))
-    config = {**local_defaults(master), **(config or {})}
+    fresh = local_defaults(master) if SparkSession.getActiveSession() is None else {}
+    config = {**fresh, **(config or {})}
     for key, value in config.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()

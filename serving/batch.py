@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,17 +105,28 @@ def with_owners(frame: pd.DataFrame, tables: Tables) -> pd.DataFrame:
     return frame.assign(owner=frame["account_id"].astype(str).map(owners))
 
 
+def by_date(frame: pd.DataFrame) -> Iterator[tuple[dt.date, pd.DataFrame]]:
+    """The rows of ``frame`` per observation date, in date order."""
+    yield from frame.groupby(pd.to_datetime(frame["as_of"]).dt.date, sort=True)
+
+
+def store_date(store: ScoreStore, model: LoadedModel, scores: list[AccountScore],
+               rows: pd.DataFrame, as_of: dt.date) -> WriteResult:
+    """Store one date's ``scores`` with the context of their feature ``rows`` (mrr, renewal,
+    owner, recency: what the worklist ranks and the console shows)."""
+    return store.write(scores, as_of=as_of, model_name=model.name, model_version=model.version,
+                       horizon_days=model.horizon_days,
+                       context=account_contexts(rows, as_of, model.not_applicable))
+
+
 def score_to_store(model: LoadedModel, frame: pd.DataFrame, store: ScoreStore,
                    settings: ServingSettings, progress: Progress = lambda _: None
                    ) -> dict[dt.date, WriteResult]:
     """Score every (account_id, as_of) row of ``frame`` and store the scores with their
     :func:`account_contexts`, date by date."""
     results = {}
-    for as_of, part in frame.groupby(pd.to_datetime(frame["as_of"]).dt.date, sort=True):
-        scores = score_frame(model, part, settings)
-        results[as_of] = store.write(scores, as_of=as_of, model_name=model.name,
-                                     model_version=model.version, horizon_days=model.horizon_days,
-                                     context=account_contexts(part, as_of, model.not_applicable))
+    for as_of, part in by_date(frame):
+        results[as_of] = store_date(store, model, score_frame(model, part, settings), part, as_of)
         progress(f"{as_of}: {results[as_of].written:,} scores written, "
                  f"{results[as_of].kept:,} already stored for this model version (kept)")
     return results

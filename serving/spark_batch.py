@@ -21,7 +21,7 @@ import pandas as pd
 
 from features.contract import Tables
 from features.io import atomic_dir
-from serving.batch import Progress, score_frame, scoring_frame
+from serving.batch import Progress, by_date, score_frame, scoring_frame, store_date, with_owners
 from serving.model import LoadedModel
 from serving.scoring import AccountScore, to_dict
 from serving.settings import ServingSettings
@@ -135,13 +135,11 @@ def score_data_spark(data: str | Path | Tables, settings: ServingSettings, sessi
     progress(f"wrote {len(frame):,} scores to {out}")
     results: dict[dt.date, WriteResult] = {}
     if store:
-        written = pd.read_parquet(out)
+        rows = dict(by_date(with_owners(frame, tables)))
         target = ScoreStore(settings.score_store_url)
-        for as_of, part in written.groupby(pd.to_datetime(written["as_of"]).dt.date, sort=True):
+        for as_of, part in by_date(pd.read_parquet(out)):
             scores = [account_score(r) for r in part.to_dict("records")]
-            results[as_of] = target.write(scores, as_of=as_of, model_name=model.name,
-                                          model_version=model.version,
-                                          horizon_days=model.horizon_days)
+            results[as_of] = store_date(target, model, scores, rows[as_of], as_of)
             progress(f"{as_of}: {results[as_of].written:,} scores stored, "
                      f"{results[as_of].kept:,} already stored for this model version (kept)")
     return SparkBatchResult(model, len(frame), out, results, list(tables.warnings))

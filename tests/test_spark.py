@@ -23,7 +23,7 @@ from features.pointintime import KEYS, build_features
 from features.rows import active_rows, dates_for, feature_rows, grace_days_for
 from features.sources import load_tables
 from features.spark_events import SparkEvents
-from features.synthetic import write_tables
+from features.synthetic import generate, write_tables
 from serving.batch import score_frame, scoring_frame
 from serving.settings import ServingSettings
 
@@ -208,18 +208,26 @@ def test_spark_udf_returns_the_same_probabilities_as_in_process(
 
 def test_spark_batch_scores_equal_in_process_scores(spark, registered_model, default_tables,
                                                     tmp_path) -> None:
+    from serving.batch import score_data
     from serving.spark_batch import score_data_spark
+    from serving.store import ScoreStore
 
     tables = _subset(default_tables, 250)
-    store_url = f"sqlite:///{tmp_path / 'scores.db'}"
-    settings = ServingSettings(model_uri=f"models:/churn-risk/{registered_model.version}",
-                               tracking_uri=registered_model.tracking_uri,
-                               score_store_url=store_url, reasons_top=3)
-    model, _, frame = scoring_frame(tables, settings)
-    expected = {s.account_id: s for s in score_frame(model, frame, settings)}
+    tables.accounts["owner"] = [f"csm-{i % 4}" for i in range(len(tables.accounts))]
+    folder = write_tables(tables, tmp_path / "data")
 
+    def settings(store: str) -> ServingSettings:
+        return ServingSettings(model_uri=f"models:/churn-risk/{registered_model.version}",
+                               tracking_uri=registered_model.tracking_uri,
+                               score_store_url=f"sqlite:///{tmp_path / store}", reasons_top=3)
+
+    model, _, frame = scoring_frame(folder, settings("in-process.db"))
+    expected = {s.account_id: s for s in score_frame(model, frame, settings("in-process.db"))}
+    score_data(folder, settings("in-process.db"))
+
+    # The folder's events are read by Spark, the features built and the model applied there.
     out = tmp_path / "scores"
-    result = score_data_spark(tables, settings, spark, out, store=True)
+    result = score_data_spark(folder, settings("spark.db"), spark, out, store=True)
     written = pd.read_parquet(out)
     assert result.rows == len(written) == len(expected) > 100
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dir left
@@ -237,13 +245,46 @@ def test_spark_batch_scores_equal_in_process_scores(spark, registered_model, def
     assert written["churn_probability"].nunique() > 50
     assert written["reasons"].map(lambda r: len(json.loads(r))).eq(3).all()
 
-    # The store holds the same scores, once; scoring again keeps them (insert-only).
-    stored = result.results
-    assert sum(r.written for r in stored.values()) == len(expected)
-    from serving.store import ScoreStore
-
-    some = next(iter(expected))
-    history = ScoreStore(store_url).account(some, "churn-risk")
-    assert history and history[0]["health_score"] == pytest.approx(expected[some].health_score)
+    # The store holds what the in-process `churn score` stores: the scores and their context
+    # (mrr, renewal, owner, revenue at risk, recency), once; scoring again keeps them.
+    assert sum(r.written for r in result.results.values()) == len(expected)
+    ignore = {"scored_at", "churn_probability", "health_score", "revenue_at_risk", "components"}
+    for account in list(expected)[:40]:
+        (ours,), (theirs,) = (ScoreStore(settings(db).score_store_url).account(account,
+                                                                                "churn-risk")
+                              for db in ("spark.db", "in-process.db"))
+        assert ours["owner"] == theirs["owner"] is not None
+        assert ours["mrr"] == theirs["mrr"] is not None
+        assert ours["revenue_at_risk"] == pytest.approx(theirs["revenue_at_risk"], abs=1e-6)
+        assert ours["health_score"] == pytest.approx(theirs["health_score"], abs=1e-9)
+        assert {k: v for k, v in ours.items() if k not in ignore} == \
+               {k: v for k, v in theirs.items() if k not in ignore}
     with pytest.raises(FileExistsError):
-        score_data_spark(tables, settings, spark, out, store=True)
+        score_data_spark(folder, settings("spark.db"), spark, out, store=True)
+
+
+def test_churn_train_on_spark_trains_what_duckdb_trains(spark, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    folder = write_tables(generate(accounts=150, months=12, seed=7), tmp_path / "data")
+    figures = {}
+    for engine in ("duckdb", "spark"):
+        # `churn train` as a user runs it; on Spark it uses the running session (local[2]).
+        done = CliRunner().invoke(app, [
+            "train", "--data", str(folder), "--engine", engine, "--spark-master", "local[2]",
+            "--tracking-uri", f"sqlite:///{tmp_path / engine}.db", "--json"])
+        assert done.exit_code == 0, done.output
+        figures[engine] = json.loads(done.stdout)
+    duck, on_spark = figures["duckdb"], figures["spark"]
+    assert on_spark["model_version"] == "1" and on_spark["model_uri"].startswith("models:/")
+    for key in ("train_rows", "test_rows", "train_dates", "test_dates", "validation_dates",
+                "observed_until", "top_features", "best_iteration"):
+        assert on_spark[key] == duck[key], key
+    # Equal figures, not good ones: 150 accounts leave a handful of churners to test on.
+    assert duck["test_rows"] > 100 and math.isfinite(duck["metrics"]["roc_auc"])
+    for key in ("metrics", "baseline_metrics", "uncalibrated_metrics"):
+        assert on_spark[key].keys() == duck[key].keys()
+        for name, value in duck[key].items():
+            assert on_spark[key][name] == pytest.approx(value, rel=1e-6, abs=1e-9), (key, name)
