@@ -1,7 +1,9 @@
 """Apache Spark, proven equal to the in-process path: the feature builder on Ibis's PySpark
-backend gives DuckDB's frame (every column, every snapshot), the logged pyfunc gives the same
-probabilities through `mlflow.pyfunc.spark_udf`, and `churn score --engine spark`'s scores are the
-in-process scores. One local Spark session (2 cores) serves every test of this module."""
+backend gives DuckDB's frame (every column, every snapshot) whether Spark reads the events itself
+or is handed them; bad events read by Spark are refused as the pandas path refuses them;
+`churn train --engine spark` trains what DuckDB trains; and `churn score --engine spark`
+(`mlflow.pyfunc.spark_udf`, then the API's rules) writes and stores the in-process scores. One
+local Spark session (2 cores) serves every test of this module."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import os
 import shutil
 import sys
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +21,7 @@ import pytest
 from features.contract import Tables
 from features.key_events import frequent_events
 from features.pointintime import KEYS, build_features
-from features.rows import active_rows, dates_for, feature_rows, grace_days_for
+from features.rows import active_rows, dates_for, grace_days_for
 from features.sources import load_tables
 from features.spark_events import SparkEvents
 from features.synthetic import generate, write_tables
@@ -164,48 +165,6 @@ def test_spark_features_equal_duckdb_on_sim_dev(spark, sim_dev_tables) -> None:
     _assert_same_frame(build_features(tables, obs, spark=spark), duck)
 
 
-def _features(default_tables, rows: int) -> pd.DataFrame:
-    frame = feature_rows(default_tables).head(rows)
-    features = frame.drop(columns=["account_id", "as_of"]).astype(object)
-    return features.where(features.notna(), None)
-
-
-def test_spark_udf_returns_the_same_probabilities_as_in_process(
-        spark, registered_model, default_tables) -> None:
-    from pyspark.sql.functions import monotonically_increasing_id
-    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
-
-    uri = f"models:/churn-risk/{registered_model.version}"
-    mlflow.set_tracking_uri(registered_model.tracking_uri)
-    features = _features(default_tables, 50)
-    # Real rows with missing values, in numeric and in categorical (string) columns alike.
-    assert features.isna().any().any()
-    categorical = [c for c in features.columns
-                   if any(isinstance(v, str) for v in features[c])]
-    assert categorical and features[categorical].isna().any().any()
-
-    schema = StructType([StructField(c, StringType() if c in categorical else DoubleType(), True)
-                         for c in features.columns])
-    rows = [tuple(None if v is None or (isinstance(v, float) and math.isnan(v))
-                  else (str(v) if c in categorical else float(v))
-                  for c, v in zip(features.columns, row, strict=True))
-            for row in features.itertuples(index=False, name=None)]
-    sdf = spark.createDataFrame(rows, schema=schema)
-
-    predict = mlflow.pyfunc.spark_udf(spark, uri, env_manager="local", result_type="double")
-    scored = (sdf.withColumn("row", monotonically_increasing_id())
-              .withColumn("churn_probability", predict(*features.columns))
-              .select("row", "churn_probability")
-              .toPandas().sort_values("row"))
-    via_spark = scored["churn_probability"].to_numpy(dtype=float)
-
-    in_process = np.asarray(mlflow.pyfunc.load_model(uri).predict(features), dtype=float)
-    assert len(via_spark) == len(in_process) == 50
-    assert ((via_spark >= 0) & (via_spark <= 1)).all()
-    assert len(np.unique(via_spark)) > 10
-    np.testing.assert_allclose(via_spark, in_process, rtol=0, atol=1e-9)
-
-
 def test_spark_batch_scores_equal_in_process_scores(spark, registered_model, default_tables,
                                                     tmp_path) -> None:
     from serving.batch import score_data
@@ -223,6 +182,11 @@ def test_spark_batch_scores_equal_in_process_scores(spark, registered_model, def
 
     model, _, frame = scoring_frame(folder, settings("in-process.db"))
     expected = {s.account_id: s for s in score_frame(model, frame, settings("in-process.db"))}
+    # mlflow.pyfunc.spark_udf gets rows with missing values, numeric and categorical alike.
+    inputs = frame[[n for n in model.encoder.feature_names if n in frame.columns]]
+    categorical = inputs.select_dtypes(exclude="number")
+    assert categorical.shape[1] and categorical.isna().any().any()
+    assert inputs.select_dtypes("number").isna().any().any()
     score_data(folder, settings("in-process.db"))
 
     # The folder's events are read by Spark, the features built and the model applied there.

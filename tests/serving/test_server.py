@@ -246,8 +246,11 @@ def _socket_count(pid: int) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT workers are Linux-only")
 def test_serve_refuses_a_port_whose_server_is_still_loading(tmp_path):
     """The window before a server listens: its workers have bound the port (with SO_REUSEPORT)
-    but are still loading the model. A second server started then is refused too; before, it
-    passed the port check and its workers joined the first one's."""
+    but do not accept connections yet. A second server started then is refused too; before, it
+    passed the port check and its workers joined the first one's. The first server's workers
+    load before listening (as a restarted worker does) from a registry that never answers, so
+    the window stays open for the whole check rather than for the instant a starting server
+    takes to listen."""
     with socket.socket() as registry:  # a tracking server that never answers: loading hangs
         registry.bind(("127.0.0.1", 0))
         registry.listen()
@@ -259,7 +262,8 @@ def test_serve_refuses_a_port_whose_server_is_still_loading(tmp_path):
         log = tmp_path / "first.log"
         with log.open("wb") as fh:
             first = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=fh,
-                                     stderr=subprocess.STDOUT, env=clean_env({}),
+                                     stderr=subprocess.STDOUT,
+                                     env=clean_env({"CHURN_LOAD_BEFORE_LISTENING": "true"}),
                                      start_new_session=True)
         try:
             # Wait until both workers hold a socket: they bind the port before loading (the
