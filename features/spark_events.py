@@ -164,7 +164,11 @@ def _check_values(raw: DataFrame, file: str) -> tuple[DataFrame, dict[str, Any]]
     for i, (_, _, bad, example) in enumerate(checks):
         aggs += [F.count(F.when(bad, 1)).alias(f"bad{i}"),
                  F.first(F.when(bad, example.cast("string")), ignorenulls=True).alias(f"ex{i}")]
-    result = both.agg(*aggs).first().asDict()
+    try:
+        result = both.agg(*aggs).first().asDict()
+    except Exception as exc:  # a row Spark cannot split (CSV) or a damaged Parquet file
+        raise DataContractError(file, f"Spark cannot read every row ({type(exc).__name__}): a "
+                                "malformed CSV line or a damaged Parquet file") from exc
     for i, (column, message, _, _) in enumerate(checks):
         if result[f"bad{i}"]:
             example = result[f"ex{i}"]

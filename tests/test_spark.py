@@ -137,6 +137,24 @@ BAD_EVENTS = [
 ]
 
 
+def test_a_broken_events_file_read_by_spark_is_refused_naming_the_file(spark, small_tables,
+                                                                        tmp_path) -> None:
+    from features.contract import DataContractError
+
+    folder = write_tables(_subset(small_tables, 20), tmp_path / "csv", fmt="csv")
+    with (folder / "usage_events.csv").open("a") as fh:
+        fh.write("a,b,c,d,e,f,g\n")  # a line that is not an event
+    with pytest.raises(DataContractError) as caught:
+        load_tables(folder, spark)
+    assert caught.value.file == "usage_events.csv"
+
+    folder = write_tables(_subset(small_tables, 20), tmp_path / "parquet")
+    (folder / "usage_events.parquet").write_bytes(b"PAR1 not a parquet file")
+    with pytest.raises(DataContractError, match="Spark cannot read it") as caught:
+        load_tables(folder, spark)
+    assert caught.value.file == "usage_events.parquet"
+
+
 @pytest.mark.parametrize(("spoil", "column", "quoted"), BAD_EVENTS)
 def test_bad_events_read_by_spark_name_the_file_column_and_value(spark, small_tables, tmp_path,
                                                                  spoil, column, quoted) -> None:
