@@ -5,12 +5,14 @@ dated strictly before ``as_of``. The same function builds training rows (past da
 rows (today); :mod:`features.rows` decides which pairs those are.
 
 How windows are computed (and why): every source table is rolled up to one row per account and
-day; one zero-valued "probe" row per (account, window edge) is added, sorted before the real rows
-of its day; a running (cumulative) sum per measure is read at the probes, and a window total is
-the difference of two running sums (see ``_windowed``). Because as_of is a date (midnight), "days
-before the probe's day" is exactly "rows before as_of". This avoids a range join of every event
-with every snapshot (slower than pandas), one range-framed window per feature (one sort each), and
-ASOF joins (which Ibis cannot compile to Spark): only plain window functions, group-bys and joins.
+day; a window total is the difference of two running (cumulative) sums per measure, read at the
+window's edges (see ``_windowed``). With the usual few snapshot dates, the days between
+consecutive edges are first summed into one bucket row per account (the edge grid); otherwise one
+zero-valued "probe" row per (account, edge) is sorted before the real rows of its day. Because
+as_of is a date (midnight), "days before the edge" is exactly "rows before as_of". This avoids a
+range join of every event with every snapshot (slower than pandas), one range-framed window per
+feature (one sort each), and ASOF joins (which Ibis cannot compile to Spark): only plain window
+functions, group-bys and joins.
 
 The same expressions run on DuckDB (in process, the default) or on Apache Spark through Ibis's
 PySpark backend (``build_features(..., spark=session)``, :mod:`features.spark`); only how input
@@ -24,6 +26,7 @@ import re
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import ibis
@@ -75,6 +78,7 @@ class _Engine:
     def __init__(self, spark: SparkSession | None = None) -> None:
         self.spark = spark is not None
         self.cached: list[ir.Table] = []
+        self.lookups = 0
         self.prefix = f"churn_{uuid.uuid4().hex[:12]}_"
         if spark is not None:
             from features.spark import connect
@@ -122,6 +126,11 @@ class _Engine:
             self.cached.append(expr.cache())
             return self.cached[-1]
         return expr
+
+    def lookup(self, frame: pd.DataFrame) -> ir.Table:
+        """A small frame of the plan (edge and bucket lookups), under a name of its own."""
+        self.lookups += 1
+        return self.table(f"lookup_{self.lookups}", frame)
 
     def collect(self, expr: ir.Table) -> pd.DataFrame:
         if self.spark:
@@ -276,16 +285,8 @@ def _rollups(con: _Engine, tables: Tables, needed: set[str]) -> dict[str, ir.Tab
     return out
 
 
-def _windowed(rollup: ir.Table, snaps: ir.Table, specs: list[FeatureSpec]) -> ir.Table:
-    """Window and recency features of one source, one row per snapshot.
-
-    One running (cumulative) sum per measure, read at "probe" rows: for a snapshot on day D and a
-    window of N days ending ``offset`` days before D, the window total is C(D - offset) -
-    C(D - offset - N), where C(X) is the running total of the rows dated before day X. Probes sort
-    before the real rows of their day, so C(X) never includes day X. A running aggregate is one
-    streaming pass over the sorted rows, much cheaper than one range-framed window per feature.
-    """
-    measures = sorted({spec.compute.measure for spec in specs})  # type: ignore[union-attr]
+def _offsets(specs: list[FeatureSpec]) -> list[int]:
+    """The window edges of ``specs`` as days before as_of (0 is as_of itself)."""
     offsets = {0}
     for spec in specs:
         c = spec.compute
@@ -293,23 +294,27 @@ def _windowed(rollup: ir.Table, snaps: ir.Table, specs: list[FeatureSpec]) -> ir
             offsets.add(c.offset)
             if c.days:
                 offsets.add(c.offset + c.days)
-    # Rows of observed accounts only, keyed by an integer code (sorting on it is much cheaper
-    # than on the account_id strings).
-    codes = snaps.select("account_id", "acc").distinct()
-    keyed = rollup.join(codes, "account_id")
-    rows = keyed.select("acc", "day", *measures, real=ibis.literal(1, "int8"),
-                        snap=ibis.null("int64"), off=ibis.null("int64"))
-    zeros = {m: ibis.literal(0).cast(rollup[m].type()) for m in measures}
-    probes = [snaps.select("acc", day=snaps.day - o, **zeros, real=ibis.literal(0, "int8"),
-                           snap=snaps.day, off=ibis.literal(o, "int64")) for o in sorted(offsets)]
-    union = rows.union(*probes)
-    w = ibis.window(group_by="acc", order_by=["day", "real"], rows=(None, 0))
-    running = {f"c_{m}": union[m].sum().over(w) for m in measures}
-    since = {spec.compute.measure for spec in specs if isinstance(spec.compute, Since)}
-    running |= {f"l_{m}": ibis.cases((union[m] > 0, union.day), else_=ibis.null("int64"))
-                .max().over(w) for m in since}
-    at = union.mutate(**running)
-    at = at.filter(at.real == 0)
+    return sorted(offsets)
+
+
+def _windowed(con: _Engine, rollup: ir.Table, snaps: ir.Table, specs: list[FeatureSpec],
+              observed: pd.DataFrame) -> ir.Table:
+    """Window and recency features of one source, one row per snapshot.
+
+    A window total is the difference of two running (cumulative) sums: for a snapshot on day D
+    and a window of N days ending ``offset`` days before D, it is C(D - offset) - C(D - offset -
+    N), where C(X) is the total of the rows dated before day X (an "edge"). A running aggregate is
+    one streaming pass over sorted rows, much cheaper than one range-framed window per feature.
+    C is read on an edge grid when that is small (:func:`_edge_grid`), else at probe rows.
+    """
+    measures = sorted({spec.compute.measure for spec in specs})  # type: ignore[union-attr]
+    since = sorted({spec.compute.measure for spec in specs if isinstance(spec.compute, Since)})
+    offsets = _offsets(specs)
+    grid = _edge_grid(observed, offsets)
+    if grid is None:
+        at, codes = _read_at_probes(rollup, snaps, offsets, measures, since)
+    else:
+        at, codes = _read_on_grid(con, rollup, grid, measures, since)
 
     def value(column: str, offset: int) -> ir.Value:
         return at[column].max(where=at.off == offset)
@@ -329,6 +334,110 @@ def _windowed(rollup: ir.Table, snaps: ir.Table, specs: list[FeatureSpec]) -> ir
             if isinstance(spec.compute, Since)}
     out = out.select("acc", day=out.snap, **{n: ages.get(n, out[n]) for n in cols})
     return out.join(codes, "acc").select("account_id", "day", *cols)
+
+
+def _last_use(value: ir.Value, day: ir.IntegerValue) -> ir.Value:
+    """The day of a row with a positive ``value`` (null otherwise): its max is the last use."""
+    return ibis.cases((value > 0, day), else_=ibis.null("int64"))
+
+
+def _read_at_probes(rollup: ir.Table, snaps: ir.Table, offsets: list[int], measures: list[str],
+                    since: list[str]) -> tuple[ir.Table, ir.Table]:
+    """C and the last use at each (snapshot, edge), read at zero-valued probe rows added per
+    (account, edge) and sorted before the real rows of their day, so C(X) never includes day X.
+
+    Returns (acc, snap, off, c_<measure>..., l_<measure>...) and the account codes.
+    """
+    # Rows of observed accounts only, keyed by an integer code (sorting on it is much cheaper
+    # than on the account_id strings).
+    codes = snaps.select("account_id", "acc").distinct()
+    keyed = rollup.join(codes, "account_id")
+    rows = keyed.select("acc", "day", *measures, real=ibis.literal(1, "int8"),
+                        snap=ibis.null("int64"), off=ibis.null("int64"))
+    zeros = {m: ibis.literal(0).cast(rollup[m].type()) for m in measures}
+    probes = [snaps.select("acc", day=snaps.day - o, **zeros, real=ibis.literal(0, "int8"),
+                           snap=snaps.day, off=ibis.literal(o, "int64")) for o in offsets]
+    union = rows.union(*probes)
+    w = ibis.window(group_by="acc", order_by=["day", "real"], rows=(None, 0))
+    running = {f"c_{m}": union[m].sum().over(w) for m in measures}
+    running |= {f"l_{m}": _last_use(union[m], union.day).max().over(w) for m in since}
+    at = union.mutate(**running)
+    return at.filter(at.real == 0).select("acc", "snap", "off", *running), codes
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Where C is read when every snapshot's edges are known up front.
+
+    The edges of all snapshot dates, sorted, are positions 0..n-1; a row dated ``day`` belongs to
+    the bucket of the edges at or before it (``bisect_right``), so C at position k is the running
+    sum of buckets 0..k. Each account gets one row per position from its first edge to its last.
+    """
+
+    spans: pd.DataFrame  # account_id, acc, lo, hi: the positions each account reads
+    buckets: pd.DataFrame  # day, bucket: every day from the first edge to the last
+    positions: pd.DataFrame  # pos: 0 .. number of edges - 1
+    reads: pd.DataFrame  # snap, off, pos: the position of each (snapshot day, offset) edge
+    last: int  # the last edge: rows on or after it are never read
+
+
+#: The edge grid is used while it has at most this many rows per probe row it replaces (it also
+#: replaces the daily rows, which it sums into buckets).
+GRID_ROWS_PER_PROBE = 2
+
+
+def _edge_grid(observed: pd.DataFrame, offsets: list[int]) -> _Grid | None:
+    """The edge grid of the (acc, day) snapshots in ``observed``, or None where probes are
+    cheaper: many distinct dates, each account observed at few of them."""
+    if observed.empty:
+        return None
+    offs = np.asarray(offsets, dtype=np.int64)
+    dates = np.unique(observed["day"].to_numpy(dtype=np.int64))
+    edges = np.unique((dates[:, None] - offs[None, :]).ravel())
+    per = observed.groupby("acc", sort=False).agg(
+        account_id=("account_id", "first"), first=("day", "min"), last=("day", "max"))
+    lo = np.searchsorted(edges, per["first"].to_numpy() - offs[-1])
+    hi = np.searchsorted(edges, per["last"].to_numpy() - offs[0])
+    if int((hi - lo + 1).sum()) > GRID_ROWS_PER_PROBE * len(observed) * len(offs):
+        return None
+    days = np.arange(edges[0], edges[-1], dtype=np.int64)
+    return _Grid(
+        spans=pd.DataFrame({"account_id": per["account_id"].to_numpy(), "acc": per.index.to_numpy(),
+                            "lo": lo, "hi": hi}),
+        buckets=pd.DataFrame({"day": days, "bucket": np.searchsorted(edges, days, side="right")}),
+        positions=pd.DataFrame({"pos": np.arange(len(edges), dtype=np.int64)}),
+        reads=pd.DataFrame([(d, o, np.searchsorted(edges, d - o)) for d in dates for o in offs],
+                           columns=["snap", "off", "pos"]).astype("int64"),
+        last=int(edges[-1]))
+
+
+def _read_on_grid(con: _Engine, rollup: ir.Table, grid: _Grid, measures: list[str],
+                  since: list[str]) -> tuple[ir.Table, ir.Table]:
+    """C and the last use at each (snapshot, edge), read on the edge grid: rows are summed per
+    (account, bucket) (buckets before an account's first position join that position, later
+    ones are never read), spread over the account's positions, and summed running.
+
+    Returns (acc, snap, off, c_<measure>..., l_<measure>...) and the account codes.
+    """
+    spans = con.lookup(grid.spans)
+    rows = rollup.filter(rollup.day < grid.last).join(spans, "account_id")
+    rows = rows.left_join(con.lookup(grid.buckets), "day")
+    rows = rows.mutate(pos=ibis.greatest(rows.bucket.fill_null(0), rows.lo))
+    rows = rows.filter(rows.pos <= rows.hi)
+    summed = rows.group_by(["acc", "pos"]).agg(
+        **{m: rows[m].sum() for m in measures},
+        **{f"l_{m}": _last_use(rows[m], rows.day).max() for m in since})
+    positions = con.lookup(grid.positions)
+    cells = spans.join(positions, [positions.pos >= spans.lo, positions.pos <= spans.hi]
+                       ).select("acc", "pos")
+    dense = cells.left_join(summed, ["acc", "pos"]).select(
+        "acc", "pos", **{m: summed[m].fill_null(0) for m in measures},
+        **{f"l_{m}": summed[f"l_{m}"] for m in since})
+    w = ibis.window(group_by="acc", order_by="pos", rows=(None, 0))
+    running = {f"c_{m}": dense[m].sum().over(w) for m in measures}
+    running |= {f"l_{m}": dense[f"l_{m}"].max().over(w) for m in since}
+    at = dense.select("acc", "pos", **running).join(con.lookup(grid.reads), "pos")
+    return at.select("acc", "snap", "off", *running), spans.select("account_id", "acc")
 
 
 def _median(rows: ir.Table, snaps: ir.Table, spec: FeatureSpec) -> ir.Table:
@@ -475,11 +584,12 @@ def _days_to_renewal(start: ir.TimestampValue, period: ir.IntegerValue, as_of: i
     return nxt.delta(as_of.date(), unit="day").cast("float64")
 
 
-def _last_nps(rollup: ir.Table, snaps: ir.Table) -> ir.Table:
+def _last_nps(con: _Engine, rollup: ir.Table, snaps: ir.Table, observed: pd.DataFrame
+              ) -> ir.Table:
     """Latest NPS answer before as_of: find its day with a window, then join that day's answer."""
     nps_days = rollup.filter(rollup.nps_answered > 0).select("account_id", "day", "nps_answered")
     spec = FeatureSpec("_last_nps_age", "surveys", "", Since("surveys", "nps_answered"))
-    age = _windowed(nps_days, snaps, [spec])
+    age = _windowed(con, nps_days, snaps, [spec], observed)
     age = age.mutate(nps_day=age.day - age["_last_nps_age"].cast("int64"))
     answered = rollup.filter(rollup.nps_answered > 0)
     w = ibis.window(group_by="account_id", order_by="day")
@@ -554,7 +664,7 @@ def _collect_features(con: _Engine, tables: Tables, obs: pd.DataFrame,
             by_source.setdefault(spec.compute.source, []).append(spec)
     for source, group in by_source.items():
         if source in rollups:
-            parts.append(_windowed(rollups[source], snaps, group))
+            parts.append(_windowed(con, rollups[source], snaps, group, snap_pd))
     distinct = [s for s in everything.values() if isinstance(s.compute, Distinct)]
     for key in sorted({s.compute.key for s in distinct}):  # type: ignore[union-attr]
         name = f"usage_events:{key}"
@@ -567,7 +677,7 @@ def _collect_features(con: _Engine, tables: Tables, obs: pd.DataFrame,
             _catalogue_size(rollups["usage_events:event"], snaps), "day").select(
             "account_id", "day", "_catalogue_size"))
     if "surveys" in rollups and nps:
-        parts.append(_last_nps(rollups["surveys"], snaps))
+        parts.append(_last_nps(con, rollups["surveys"], snaps, snap_pd))
     for spec in everything.values():
         if isinstance(spec.compute, Median):
             name = f"{spec.compute.source}:{spec.compute.value}"

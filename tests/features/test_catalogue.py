@@ -237,3 +237,60 @@ def test_memory_limit_setting_is_checked(monkeypatch) -> None:
         build_features(hand_tables(), obs(("a", "2024-03-10")))
     monkeypatch.setenv("CHURN_FEATURES_MEMORY_LIMIT", "256MB")
     assert build_features(hand_tables(), obs(("a", "2024-03-10"))).iloc[0].events_30d == 4
+
+
+def test_the_edge_grid_and_the_probes_give_the_same_features(small_tables, monkeypatch) -> None:
+    """Window totals read on the edge grid equal those read at probe rows, on training rows where
+    accounts are observed at different subsets of the dates."""
+    from features import pointintime
+    from features.rows import active_rows
+
+    dates = pd.date_range("2024-03-01", periods=8, freq="MS")
+    pairs = active_rows(small_tables, dates, grace_days=30)[["account_id", "as_of"]]
+    assert pairs.groupby("account_id").size().nunique() > 1  # uneven subsets of the dates
+    paths = {"grid": 0, "probes": 0}
+    for name, path in (("grid", "_read_on_grid"), ("probes", "_read_at_probes")):
+        real = getattr(pointintime, path)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            paths[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(pointintime, path, counted)
+    on_grid = build_features(small_tables, pairs)
+    assert paths == {"grid": 4, "probes": 0}  # usage, touchpoints, surveys, the last NPS
+    monkeypatch.setattr(pointintime, "GRID_ROWS_PER_PROBE", 0)
+    at_probes = build_features(small_tables, pairs)
+    assert paths == {"grid": 4, "probes": 4}
+    pd.testing.assert_frame_equal(on_grid, at_probes, rtol=1e-12)
+    assert on_grid["events_30d"].gt(0).mean() > 0.5 and on_grid["days_since_last_event"].notna().any()
+
+
+def test_the_edge_grid_buckets_days_between_edges_and_falls_back_for_scattered_dates() -> None:
+    from features.pointintime import _edge_grid
+
+    observed = pd.DataFrame({"account_id": ["a", "a", "b"], "acc": [0, 0, 1], "day": [10, 20, 20]})
+    grid = _edge_grid(observed, [0, 5])  # edges 5, 10, 15, 20
+    assert grid is not None and grid.last == 20
+    bucket = dict(zip(grid.buckets["day"], grid.buckets["bucket"], strict=True))
+    assert (min(bucket), max(bucket)) == (5, 19)  # days before 5 are bucket 0; 20 on are unread
+    assert [bucket[d] for d in (5, 9, 10, 14, 15, 19)] == [1, 1, 2, 2, 3, 3]
+    reads = {(s, o): p for s, o, p in grid.reads.itertuples(index=False)}
+    # C(edge k) sums buckets 0..k, i.e. the days before edge k
+    assert reads == {(10, 0): 1, (10, 5): 0, (20, 0): 3, (20, 5): 2}
+    spans = grid.spans.set_index("account_id")
+    assert (spans.loc["a", "lo"], spans.loc["a", "hi"]) == (0, 3)
+    assert (spans.loc["b", "lo"], spans.loc["b", "hi"]) == (2, 3)  # b reads only its own edges
+    # 400 accounts, each observed on a date of its own: a grid would span ~180 days of edges each
+    scattered = pd.DataFrame({"account_id": [f"x{i}" for i in range(400)], "acc": range(400),
+                              "day": range(1000, 1400)})
+    assert _edge_grid(scattered, [0, 7, 30, 60, 90, 180]) is None
+    assert _edge_grid(scattered.iloc[:0], [0, 30]) is None
+
+
+def test_recency_reaches_rows_long_before_an_accounts_first_window() -> None:
+    """On the edge grid, rows before an account's first window still count for its recency."""
+    frame = build_features(hand_tables(), obs(("b", "2024-03-10"), ("a", "2025-01-01")))
+    late = row(frame, "a", "2025-01-01")
+    assert late.events_180d == 0 and late.days_since_last_event == 297  # last event 2024-03-10
+    assert late.last_nps == 6 and late.days_since_last_proactive == 306  # 2024-03-01
