@@ -128,7 +128,10 @@ class _Engine:
         return expr
 
     def lookup(self, frame: pd.DataFrame) -> ir.Table:
-        """A small frame of the plan (edge and bucket lookups), under a name of its own."""
+        """A small frame of the plan (edge and bucket lookups): scanned in place by DuckDB, a
+        view of its own on Spark."""
+        if not self.spark:
+            return ibis.memtable(frame)
         self.lookups += 1
         return self.table(f"lookup_{self.lookups}", frame)
 
