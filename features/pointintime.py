@@ -127,10 +127,10 @@ class _Engine:
             return self.cached[-1]
         return expr
 
-    def lookup(self, frame: pd.DataFrame) -> ir.Table:
-        """A small frame of the plan (edge and bucket lookups): scanned in place by DuckDB, a
-        view of its own on Spark."""
-        if not self.spark:
+    def lookup(self, frame: pd.DataFrame, in_place: bool = False) -> ir.Table:
+        """A small frame of the plan (edge and bucket lookups), as a table of its own, or with
+        ``in_place`` on DuckDB scanned where it is (cheaper to set up, for small builds)."""
+        if in_place and not self.spark:
             return ibis.memtable(frame)
         self.lookups += 1
         return self.table(f"lookup_{self.lookups}", frame)
@@ -414,6 +414,10 @@ def _edge_grid(observed: pd.DataFrame, offsets: list[int]) -> _Grid | None:
         last=int(edges[-1]))
 
 
+#: Up to this many accounts, the edge grid's lookups are scanned in place (see _read_on_grid).
+IN_PLACE_ACCOUNTS = 5_000
+
+
 def _read_on_grid(con: _Engine, rollup: ir.Table, grid: _Grid, measures: list[str],
                   since: list[str]) -> tuple[ir.Table, ir.Table]:
     """C and the last use at each (snapshot, edge), read on the edge grid: rows are summed per
@@ -422,15 +426,18 @@ def _read_on_grid(con: _Engine, rollup: ir.Table, grid: _Grid, measures: list[st
 
     Returns (acc, snap, off, c_<measure>..., l_<measure>...) and the account codes.
     """
-    spans = con.lookup(grid.spans)
+    # Copying the lookups into tables costs a small build more than it saves; a large build's
+    # tables kept DuckDB's peak memory lower (docs/benchmarks.md).
+    in_place = len(grid.spans) <= IN_PLACE_ACCOUNTS
+    spans = con.lookup(grid.spans, in_place)
     rows = rollup.filter(rollup.day < grid.last).join(spans, "account_id")
-    rows = rows.left_join(con.lookup(grid.buckets), "day")
+    rows = rows.left_join(con.lookup(grid.buckets, in_place), "day")
     rows = rows.mutate(pos=ibis.greatest(rows.bucket.fill_null(0), rows.lo))
     rows = rows.filter(rows.pos <= rows.hi)
     summed = rows.group_by(["acc", "pos"]).agg(
         **{m: rows[m].sum() for m in measures},
         **{f"l_{m}": _last_use(rows[m], rows.day).max() for m in since})
-    positions = con.lookup(grid.positions)
+    positions = con.lookup(grid.positions, in_place)
     cells = spans.join(positions, [positions.pos >= spans.lo, positions.pos <= spans.hi]
                        ).select("acc", "pos")
     dense = cells.left_join(summed, ["acc", "pos"]).select(
@@ -439,7 +446,7 @@ def _read_on_grid(con: _Engine, rollup: ir.Table, grid: _Grid, measures: list[st
     w = ibis.window(group_by="acc", order_by="pos", rows=(None, 0))
     running = {f"c_{m}": dense[m].sum().over(w) for m in measures}
     running |= {f"l_{m}": dense[f"l_{m}"].max().over(w) for m in since}
-    at = dense.select("acc", "pos", **running).join(con.lookup(grid.reads), "pos")
+    at = dense.select("acc", "pos", **running).join(con.lookup(grid.reads, in_place), "pos")
     return at.select("acc", "snap", "off", *running), spans.select("account_id", "acc")
 
 

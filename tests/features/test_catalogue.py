@@ -257,11 +257,13 @@ def test_the_edge_grid_and_the_probes_give_the_same_features(small_tables, monke
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(pointintime, path, counted)
-    on_grid = build_features(small_tables, pairs)
+    on_grid = build_features(small_tables, pairs)  # its lookups scanned in place
     assert paths == {"grid": 4, "probes": 0}  # usage, touchpoints, surveys, the last NPS
+    monkeypatch.setattr(pointintime, "IN_PLACE_ACCOUNTS", 0)  # as a large build: tables
+    pd.testing.assert_frame_equal(build_features(small_tables, pairs), on_grid)
     monkeypatch.setattr(pointintime, "GRID_ROWS_PER_PROBE", 0)
     at_probes = build_features(small_tables, pairs)
-    assert paths == {"grid": 4, "probes": 4}
+    assert paths == {"grid": 8, "probes": 4}
     pd.testing.assert_frame_equal(on_grid, at_probes, rtol=1e-12)
     assert on_grid["events_30d"].gt(0).mean() > 0.5 and on_grid["days_since_last_event"].notna().any()
 
